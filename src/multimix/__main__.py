@@ -1,0 +1,5 @@
+import sys
+
+from multimix.cli import main
+
+sys.exit(main())

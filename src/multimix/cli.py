@@ -1,0 +1,113 @@
+"""`multimix <stage>`: the one entry point DVC stages, Snakemake rules and
+people all call. Each sub-command reads `params.yaml` (or `--params`),
+does one stage, and turns bad input into a one-line error (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from multimix.config import DATASETS, Config, load_config
+from multimix.errors import InputError
+
+
+def _datasets(cfg: Config, chosen: list[str] | None) -> list[str]:
+    return list(chosen) if chosen else list(cfg.data.datasets)
+
+
+def cmd_acquire(args, cfg: Config) -> None:
+    from multimix.data.acquire import acquire
+
+    receipt = acquire(cfg, show_progress=not args.quiet)
+    for name, info in receipt["datasets"].items():
+        print(f"{name}: {info['files']} files ({info['bytes'] / 1e6:.1f} MB, {info['origin']})")
+    print(f"wrote {cfg.raw_dir / 'acquired.json'}")
+
+
+def cmd_synth(args, cfg: Config) -> None:
+    from multimix.data.acquire import synthesise
+
+    written = synthesise(cfg, _datasets(cfg, args.datasets), show_progress=not args.quiet)
+    for name, n in written.items():
+        print(f"{name}: {n} synthetic images in {cfg.raw_dir / name}")
+
+
+def cmd_download(args, cfg: Config) -> None:
+    from multimix.data.download import download
+
+    report = download(cfg.raw_dir, _datasets(cfg, args.datasets),
+                      allow_unpinned=args.allow_unpinned or cfg.download.allow_unpinned,
+                      registry=args.registry or cfg.download.registry, show_progress=not args.quiet)
+    print(f"downloaded {len(report['downloaded'])} archive(s), {len(report['skipped'])} already in place")
+    for line in report["manual_missing"]:
+        print(f"manual step needed — {line}")
+
+
+def cmd_harmonise(args, cfg: Config) -> None:
+    from tqdm import tqdm
+
+    from multimix.data.harmonise import harmonise, write_outputs
+
+    bars = []
+
+    def progress_factory(dataset: str, total: int):
+        bar = tqdm(total=total, desc=f"harmonise {dataset}", unit="img", disable=args.quiet)
+        bars.append(bar)
+        return bar.update
+
+    manifest, rejected, summaries = harmonise(cfg, progress_factory)
+    for bar in bars:
+        bar.close()
+    out = Path(args.out) if args.out else cfg.interim_dir
+    write_outputs(out, manifest, rejected, summaries)
+    for s in summaries:
+        print(s.line())
+    print(f"manifest: {len(manifest)} images -> {out / 'manifest.csv'}; rejected: {len(rejected)} -> {out / 'rejected.csv'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="multimix", description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
+
+    p = sub.add_parser("acquire", help="pipeline stage 1: put raw files in place per data.source, write the receipt")
+    p.set_defaults(func=cmd_acquire)
+
+    p = sub.add_parser("synth", help="write synthetic phantoms in each source's official layout")
+    p.add_argument("--datasets", nargs="+", choices=DATASETS)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("download", help="fetch, verify and unpack the public archives")
+    p.add_argument("--datasets", nargs="+", choices=DATASETS)
+    p.add_argument("--allow-unpinned", action="store_true", help="accept archives with no pinned checksum (records it)")
+    p.add_argument("--registry", help="alternative sources YAML (mirrors)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("harmonise", help="raw files -> data/interim/manifest.csv + rejected.csv")
+    p.add_argument("--out", help="output folder (default: data.interim_dir)")
+    p.set_defaults(func=cmd_harmonise)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        cfg = load_config(args.params)
+        args.func(args, cfg)
+    except InputError as exc:
+        print(f"multimix: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("multimix: interrupted", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(f"multimix {args.command}: done in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Typed configuration: `params.yaml` -> frozen dataclasses.
+
+`params.yaml` is the single parameter file of the project: DVC reads it for
+`params:` dependencies, Snakemake loads it as its configfile, and every
+`multimix <stage>` command parses it here. Unknown keys are an error, not a
+silent no-op, so a typo can never make a run quietly use a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from multimix.errors import InputError
+
+DATASETS = ("jsrt", "chex", "mcu", "nihx")
+SOURCES = ("synthetic", "download", "local")
+
+
+@dataclass(frozen=True)
+class NihxConfig:
+    # Number of "No Finding" images drawn for NIHX. "auto" keeps the paper's
+    # ratio 2754:1431 to the Pneumonia rows: exactly 2,754 on the real label file.
+    normal_count: int | str = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"
+    raw_dir: str = "data/raw"
+    interim_dir: str = "data/interim"
+    datasets: tuple[str, ...] = DATASETS
+    nihx: NihxConfig = field(default_factory=NihxConfig)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    preset: str = "small"  # small | paper
+    seed: int = 0
+    # Per-source overrides of the preset's counts, e.g. {"jsrt": 20}.
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    # Refuse archives whose checksum is not pinned in the project unless allowed.
+    allow_unpinned: bool = False
+    registry: str | None = None  # alternative registry YAML (mirrors, tests)
+
+
+@dataclass(frozen=True)
+class HarmoniseConfig:
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    harmonise: HarmoniseConfig = field(default_factory=HarmoniseConfig)
+
+    @property
+    def raw_dir(self) -> Path:
+        return Path(self.data.raw_dir)
+
+    @property
+    def interim_dir(self) -> Path:
+        return Path(self.data.interim_dir)
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, recursing into nested dataclasses."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{where}.{name}")
+        elif typing.get_origin(hint) is tuple:
+            if not isinstance(value, (list, tuple)):
+                raise InputError(f"{where}.{name}: expected a list, got {value!r}")
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config, where: str) -> None:
+    if cfg.data.source not in SOURCES:
+        raise InputError(f"{where}: data.source is {cfg.data.source!r}; expected one of {', '.join(SOURCES)}")
+    bad = [d for d in cfg.data.datasets if d not in DATASETS]
+    if bad or not cfg.data.datasets:
+        raise InputError(f"{where}: data.datasets must list some of {', '.join(DATASETS)}; got {list(cfg.data.datasets)}")
+    n = cfg.data.nihx.normal_count
+    if not (n == "auto" or (isinstance(n, int) and n >= 0)):
+        raise InputError(f"{where}: data.nihx.normal_count must be 'auto' or a non-negative integer; got {n!r}")
+    if cfg.synth.preset not in ("small", "paper"):
+        raise InputError(f"{where}: synth.preset is {cfg.synth.preset!r}; expected small or paper")
+    if cfg.harmonise.workers < 1:
+        raise InputError(f"{where}: harmonise.workers must be >= 1")
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: parameter file not found (expected the project's params.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+    raw = dict(raw or {})
+    known = {f.name for f in dataclasses.fields(Config)}
+    # Later pipeline stages own further top-level sections; they are parsed by
+    # their own modules, so only the sections this module knows are built here.
+    cfg = _build(Config, {k: v for k, v in raw.items() if k in known}, str(path))
+    _validate(cfg, str(path))
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config (for logging and receipts)."""
+    return dataclasses.asdict(cfg)

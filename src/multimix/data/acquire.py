@@ -1,0 +1,138 @@
+"""`multimix acquire`: the pipeline's first stage — put raw files in place.
+
+`data.source` picks how:
+  synthetic  write phantoms with `synth` (the embedded default);
+  download   fetch the public archives (`download`), then check the
+             registration-only sources (JSRT/SCR) were placed by hand;
+  local      use files already under `data/raw/` as they are.
+
+The stage's declared output is a small receipt, `data/raw/acquired.json`,
+not the raw folder itself: DVC and Snakemake delete a stage's outputs before
+re-running it, and nobody wants hand-placed JSRT files deleted. The receipt
+fingerprints every source (content hashes for synthetic data, which is
+small and deterministic; path + size + mtime for real data, which is not
+small), so `harmonise` re-runs whenever the raw files change through this stage.
+
+Synthetic data never overwrites real data: `synth` only replaces a source
+folder that is empty or that it wrote itself (recorded in
+`data/raw/.synthetic.json`), and real-data modes refuse folders that still
+hold phantoms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from tqdm import tqdm
+
+from multimix.config import Config, config_to_dict
+from multimix.data import download as downloader
+from multimix.data import layout, synth
+from multimix.errors import InputError
+
+RECEIPT = "acquired.json"
+OWNERS = ".synthetic.json"
+
+
+def _owners(raw_dir: Path) -> dict:
+    path = raw_dir / OWNERS
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_owners(raw_dir: Path, owners: dict) -> None:
+    (raw_dir / OWNERS).write_text(json.dumps(owners, indent=2, sort_keys=True) + "\n")
+
+
+def _non_empty(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def fingerprint(root: Path, content: bool) -> dict:
+    """Digest of a source folder: file list with sizes, plus content or mtimes."""
+    digest = hashlib.sha256()
+    files = total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            st = path.stat()
+            files += 1
+            total += st.st_size
+            digest.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0".encode())
+            if content:
+                with open(path, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(block)
+            else:
+                digest.update(str(st.st_mtime_ns).encode())
+    return {"files": files, "bytes": total, "sha256": digest.hexdigest(), "method": "content" if content else "stat"}
+
+
+def synthesise(cfg: Config, datasets: list[str] | None = None, show_progress: bool = True) -> dict[str, int]:
+    """Write synthetic sources; returns images written per source."""
+    raw = cfg.raw_dir
+    raw.mkdir(parents=True, exist_ok=True)
+    try:
+        counts = synth.resolve_counts(cfg.synth.preset, cfg.synth.counts)
+    except ValueError as exc:
+        raise InputError(f"params.yaml: {exc}") from None
+    owners = _owners(raw)
+    written = {}
+    for dataset in datasets or list(cfg.data.datasets):
+        target = raw / dataset
+        if _non_empty(target) and dataset not in owners:
+            raise InputError(
+                f"{target} holds files that multimix synth did not write; refusing to replace them "
+                "(move them away, or set data.source: local to use them)"
+            )
+        shutil.rmtree(target, ignore_errors=True)
+        owners[dataset] = {"preset": cfg.synth.preset, "seed": cfg.synth.seed}
+        _save_owners(raw, owners)  # before writing: a killed run still owns its partial folder
+        total = sum(counts[dataset].values())
+        with tqdm(total=total, desc=f"synth {dataset}", unit="img", disable=not show_progress) as bar:
+            written[dataset] = synth.write_dataset(dataset, target, counts, cfg.synth.seed,
+                                                   workers=cfg.harmonise.workers, progress=lambda: bar.update())
+    return written
+
+
+def _refuse_phantoms(cfg: Config) -> None:
+    owners = _owners(cfg.raw_dir)
+    for dataset in cfg.data.datasets:
+        if dataset in owners and _non_empty(cfg.raw_dir / dataset):
+            raise InputError(
+                f"{cfg.raw_dir / dataset} holds synthetic phantoms (written by multimix synth) but data.source is "
+                f"{cfg.data.source!r}; delete that folder and put the real files there"
+            )
+
+
+def acquire(cfg: Config, show_progress: bool = True, log=print) -> dict:
+    raw = cfg.raw_dir
+    datasets = list(cfg.data.datasets)
+    if cfg.data.source == "synthetic":
+        synthesise(cfg, datasets, show_progress)
+    else:
+        _refuse_phantoms(cfg)
+        if cfg.data.source == "download":
+            report = downloader.download(raw, datasets, allow_unpinned=cfg.download.allow_unpinned,
+                                         registry=cfg.download.registry, show_progress=show_progress, log=log)
+            for line in report["manual_missing"]:
+                log(f"manual step needed — {line}")
+        missing = [d for d in datasets if not _non_empty(raw / d)]
+        if missing:
+            raise InputError(f"{missing[0]}: {raw / missing[0]} is missing or empty; expected "
+                             f"{layout.expected(missing[0], raw)}")
+    owners = _owners(raw)
+    receipt = {
+        "source": cfg.data.source,
+        "config": config_to_dict(cfg.data) | {"synth": config_to_dict(cfg.synth)},
+        "datasets": {
+            d: {"origin": "synthetic" if d in owners else "real"} | fingerprint(raw / d, content=d in owners)
+            for d in datasets
+        },
+    }
+    (raw / RECEIPT).write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
+    return receipt

@@ -1,0 +1,53 @@
+"""Where each source's files live under `{raw}/`, exactly as the official
+archives unpack. Readers, the synthetic writer, the downloader and error
+messages all take their paths from here, so they cannot drift apart."""
+
+from __future__ import annotations
+
+# JSRT (Shiraishi et al. 2000) + SCR lung masks (van Ginneken et al. 2006)
+JSRT_IMAGE_DIR = "All247images"
+JSRT_IMAGE_GLOB = "JPC*.IMG"
+SCR_LEFT = "left lung"
+SCR_RIGHT = "right lung"
+JSRT_CLINICAL = ("CLNDAT_EN.txt", "CNNDAT_EN.TXT")
+
+# Kermany et al. 2018, Mendeley Data v2 "ChestXRay2017.zip"
+CHEX_ROOT = "chest_xray"
+CHEX_SPLITS = ("train", "val", "test")
+CHEX_CLASSES = {"NORMAL": 0, "PNEUMONIA": 1}
+
+# Montgomery County set (Jaeger et al. 2014)
+MCU_ROOT = "MontgomerySet"
+MCU_IMAGES = "MontgomerySet/CXR_png"
+MCU_LEFT = "MontgomerySet/ManualMask/leftMask"
+MCU_RIGHT = "MontgomerySet/ManualMask/rightMask"
+MCU_READINGS = "MontgomerySet/ClinicalReadings"
+
+# NIH ChestX-ray14 (Wang et al. 2017)
+NIH_LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+NIH_IMAGE_DIR = "images"
+
+# Files that official archives carry besides the inputs; recognised and skipped.
+AUX_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+AUX_DIRS = {"__MACOSX"}
+
+EXPECTED = {
+    "jsrt": (
+        "{raw}/jsrt/" + JSRT_IMAGE_DIR + "/JPCLN001.IMG … JPCNN093.IMG (2048x2048 12-bit big-endian raw) and the SCR "
+        "lung masks {raw}/jsrt/**/masks/{{" + SCR_LEFT + "," + SCR_RIGHT + "}}/<name>.gif (1024x1024 GIF)"
+    ),
+    "chex": "{raw}/chex/" + CHEX_ROOT + "/{{train,val,test}}/{{NORMAL,PNEUMONIA}}/*.jpeg (Kermany ChestXRay2017.zip unpacked)",
+    "mcu": (
+        "{raw}/mcu/" + MCU_IMAGES + "/MCUCXR_XXXX_Y.png with masks in {raw}/mcu/" + MCU_LEFT + "/ and "
+        "{raw}/mcu/" + MCU_RIGHT + "/ (MontgomerySet.zip unpacked)"
+    ),
+    "nihx": (
+        "{raw}/nihx/" + NIH_LABEL_FILES[0] + " (or " + NIH_LABEL_FILES[1] + ") and the PNGs in {raw}/nihx/**/"
+        + NIH_IMAGE_DIR + "/ (images_001.tar.gz … images_012.tar.gz unpacked)"
+    ),
+}
+
+
+def expected(dataset: str, raw_dir) -> str:
+    """Human description of what `dataset` needs where, for error messages."""
+    return EXPECTED[dataset].format(raw=str(raw_dir).rstrip("/"))

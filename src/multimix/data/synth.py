@@ -1,0 +1,267 @@
+"""`multimix synth`: the embedded default data source.
+
+Writes phantom chest X-rays for all four sources in each dataset's official
+file format and folder layout (see `layout.py`), so every later stage runs
+the very same code on synthetic or real files.
+
+Per-source differences mimic the paper's domain shift (Figure 2b): adult vs
+pediatric anatomy, native image size, container bit depth and intensity
+distribution (gain, gamma, offset, noise). Every image is drawn from its own
+seed, derived from (synth.seed, source, index), so output is identical for a
+seed whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import csv
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from multimix.data import formats, layout, phantom
+
+# Table 1 of the paper (and the official file counts) for the `paper` preset;
+# `small` keeps the whole pipeline to minutes on two cores.
+PRESETS: dict[str, dict[str, dict[str, int]]] = {
+    "small": {
+        "jsrt": {"nodule": 14, "non_nodule": 10},
+        "chex": {
+            "train_normal": 20, "train_pneumonia": 40,
+            "val_normal": 4, "val_pneumonia": 4,
+            "test_normal": 12, "test_pneumonia": 20,
+        },
+        "mcu": {"normal": 8, "tb": 6},
+        "nihx": {"pneumonia": 12, "no_finding": 40, "other": 10},
+    },
+    "paper": {
+        "jsrt": {"nodule": 154, "non_nodule": 93},
+        "chex": {
+            "train_normal": 1341, "train_pneumonia": 3875,
+            "val_normal": 8, "val_pneumonia": 8,
+            "test_normal": 234, "test_pneumonia": 390,
+        },
+        "mcu": {"normal": 80, "tb": 58},
+        "nihx": {"pneumonia": 1431, "no_finding": 2754, "other": 300},
+    },
+}
+
+DATASET_CODES = {"jsrt": 1, "chex": 2, "mcu": 3, "nihx": 4}
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a source turns attenuation into stored pixel values."""
+
+    pediatric: bool
+    gain: float
+    gamma: float
+    offset: float
+    noise: float
+
+
+STYLES = {
+    "jsrt": Style(pediatric=False, gain=1.05, gamma=1.0, offset=0.1, noise=0.012),
+    "chex": Style(pediatric=True, gain=1.15, gamma=0.75, offset=0.06, noise=0.02),
+    "mcu": Style(pediatric=False, gain=0.8, gamma=1.35, offset=0.14, noise=0.008),
+    "nihx": Style(pediatric=False, gain=1.25, gamma=1.15, offset=-0.02, noise=0.015),
+}
+
+NIH_OTHER_FINDINGS = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumothorax",
+    "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+)
+NIH_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
+
+
+def resolve_counts(preset: str, overrides: dict) -> dict[str, dict[str, int]]:
+    counts = {name: dict(values) for name, values in PRESETS[preset].items()}
+    for name, values in (overrides or {}).items():
+        if name not in counts or not isinstance(values, dict):
+            raise ValueError(f"synth.counts.{name}: expected a mapping under one of {', '.join(counts)}")
+        for key, value in values.items():
+            if key not in counts[name] or not isinstance(value, int) or value < 0:
+                raise ValueError(f"synth.counts.{name}.{key}: expected a non-negative count for one of {', '.join(counts[name])}")
+            counts[name][key] = value
+    return counts
+
+
+def _rng(seed: int, dataset: str, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, DATASET_CODES[dataset], index]))
+
+
+def _display(att: np.ndarray, style: Style, rng: np.random.Generator) -> np.ndarray:
+    """Attenuation -> display intensity in [0, 1] (bright = dense), per source."""
+    h, w = att.shape
+    gain = style.gain * rng.uniform(0.9, 1.1)
+    offset = style.offset + rng.uniform(-0.03, 0.03)
+    # A gentle exposure gradient, as from the heel effect and positioning.
+    ramp = np.linspace(-1, 1, h, dtype=np.float32)[:, None] * rng.uniform(-0.04, 0.04)
+    img = offset + gain * np.power(att, style.gamma * rng.uniform(0.9, 1.1)) + ramp
+    img += rng.standard_normal((h, w), dtype=np.float32) * np.float32(style.noise)
+    return np.clip(img, 0.0, 1.0)
+
+
+def _phantom(dataset: str, seed: int, index: int, height: int, width: int, abnormal: bool):
+    rng = _rng(seed, dataset, index)
+    style = STYLES[dataset]
+    anat = phantom.sample_anatomy(rng, pediatric=style.pediatric, abnormal=abnormal, aspect=width / height)
+    img = _display(phantom.render(anat, height, width), style, rng)
+    return anat, img, rng
+
+
+# ------------------------------------------------------------------ per-image jobs
+def _write_jsrt(job) -> None:
+    root, seed, index, name, fold = job
+    anat, img, _ = _phantom("jsrt", seed, index, formats.JSRT_SIDE, formats.JSRT_SIDE, abnormal=False)
+    # JSRT stores larger values for darker pixels: invert the display image.
+    raw = np.round((1.0 - img) * formats.JSRT_MAX).astype(np.uint16)
+    formats.write_jsrt_raw(root / layout.JSRT_IMAGE_DIR / f"{name}.IMG", raw)
+    image_left, image_right = phantom.lung_masks(anat, 1024, 1024)
+    masks = root / "scr" / fold / "masks"
+    # SCR names lungs from the patient's side: the patient's left is image-right.
+    formats.write_mask_gif(masks / layout.SCR_LEFT / f"{name}.gif", image_right)
+    formats.write_mask_gif(masks / layout.SCR_RIGHT / f"{name}.gif", image_left)
+
+
+def _write_chex(job) -> None:
+    path, seed, index, abnormal = job
+    rng = _rng(seed, "chex", 10_000_000 + index)
+    width = int(rng.integers(1100, 2100))
+    height = int(width * rng.uniform(0.65, 0.95))
+    _, img, rng = _phantom("chex", seed, index, height, width, abnormal)
+    pixels = np.round(img * 255).astype(np.uint8)
+    if rng.random() < 0.1:  # a few Kermany JPEGs are stored as 3-channel
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    formats.write_jpeg(path, pixels, quality=int(rng.integers(85, 96)))
+
+
+def _write_mcu(job) -> None:
+    root, seed, index, name = job
+    rng = _rng(seed, "mcu", 10_000_000 + index)
+    height, width = (4892, 4020) if rng.random() < 0.7 else (4020, 4892)
+    sixteen_bit = rng.random() < 0.75
+    anat, img, rng = _phantom("mcu", seed, index, height, width, abnormal=False)
+    if sixteen_bit:  # 12-bit detector values in a 16-bit container
+        pixels = np.round(img * 4095).astype(np.uint16)
+    else:
+        pixels = np.round(img * 255).astype(np.uint8)
+    formats.write_png(root / layout.MCU_IMAGES / f"{name}.png", pixels, compress_level=1)
+    image_left, image_right = phantom.lung_masks(anat, height, width)
+    formats.write_mask_png(root / layout.MCU_LEFT / f"{name}.png", image_right)
+    formats.write_mask_png(root / layout.MCU_RIGHT / f"{name}.png", image_left)
+    tb = name.endswith("_1")
+    sex = "F" if rng.random() < 0.5 else "M"
+    finding = "TB: abnormal findings in the lungs" if tb else "normal"
+    (root / layout.MCU_READINGS / f"{name}.txt").write_text(
+        f"Patient's Sex: {sex}\nPatient's Age: {int(rng.integers(18, 80)):03d}Y\n{finding}\n"
+    )
+
+
+def _write_nih(job) -> None:
+    path, seed, index, abnormal = job
+    _, img, rng = _phantom("nihx", seed, index, 1024, 1024, abnormal)
+    pixels = np.round(img * 255).astype(np.uint8)
+    if rng.random() < 0.04:  # a few NIH PNGs are RGBA
+        pixels = np.concatenate([np.repeat(pixels[..., None], 3, axis=2), np.full((1024, 1024, 1), 255, np.uint8)], axis=2)
+    formats.write_png(path, pixels)
+
+
+# ------------------------------------------------------------------ per-source plans
+def _plan_jsrt(root: Path, counts: dict, seed: int):
+    (root / layout.JSRT_IMAGE_DIR).mkdir(parents=True)
+    for fold in ("fold1", "fold2"):
+        for side in (layout.SCR_LEFT, layout.SCR_RIGHT):
+            (root / "scr" / fold / "masks" / side).mkdir(parents=True)
+    names = [f"JPCLN{i:03d}" for i in range(1, counts["nodule"] + 1)]
+    names += [f"JPCNN{i:03d}" for i in range(1, counts["non_nodule"] + 1)]
+    # SCR splits the 247 images into two folds, alternating by number.
+    return _write_jsrt, [(root, seed, i, n, "fold1" if int(n[-3:]) % 2 else "fold2") for i, n in enumerate(names)]
+
+
+def _plan_chex(root: Path, counts: dict, seed: int):
+    jobs, index, person = [], 0, 1
+    for split in layout.CHEX_SPLITS:
+        for cls, abnormal in (("NORMAL", False), ("PNEUMONIA", True)):
+            folder = root / layout.CHEX_ROOT / split / cls
+            folder.mkdir(parents=True)
+            for k in range(counts[f"{split}_{cls.lower()}"]):
+                if abnormal:
+                    kind = "bacteria" if k % 3 else "virus"  # Kermany: about 2/3 bacterial
+                    name = f"person{person}_{kind}_{index}.jpeg"
+                    person += 1
+                else:
+                    name = f"{'NORMAL2-' if k % 2 else ''}IM-{index:04d}-0001.jpeg"
+                jobs.append((folder / name, seed, index, abnormal))
+                index += 1
+    return _write_chex, jobs
+
+
+def _plan_mcu(root: Path, counts: dict, seed: int):
+    for sub in (layout.MCU_IMAGES, layout.MCU_LEFT, layout.MCU_RIGHT, layout.MCU_READINGS):
+        (root / sub).mkdir(parents=True)
+    labels = [0] * counts["normal"] + [1] * counts["tb"]
+    order = _rng(seed, "mcu", 0).permutation(len(labels))
+    names = [f"MCUCXR_{i + 1:04d}_{labels[j]}" for i, j in enumerate(order)]
+    return _write_mcu, [(root, seed, i + 1, n) for i, n in enumerate(names)]
+
+
+def _plan_nih(root: Path, counts: dict, seed: int):
+    images = root / layout.NIH_IMAGE_DIR
+    images.mkdir(parents=True)
+    rng = _rng(seed, "nihx", 0)
+    kinds = ["pneumonia"] * counts["pneumonia"] + ["no_finding"] * counts["no_finding"] + ["other"] * counts["other"]
+    kinds = [kinds[i] for i in rng.permutation(len(kinds))]
+    rows, jobs, patient, follow_up = [], [], 1, 0
+    for index, kind in enumerate(kinds):
+        if rng.random() < 0.6:  # next patient, else a follow-up of this one
+            patient, follow_up = patient + int(rng.integers(1, 4)), 0
+        else:
+            follow_up += 1
+        name = f"{patient:08d}_{follow_up:03d}.png"
+        if kind == "pneumonia":
+            extra = rng.choice(["", "|Infiltration", "|Effusion", "|Consolidation"], p=[0.55, 0.25, 0.1, 0.1])
+            findings = "Pneumonia" + extra
+        elif kind == "no_finding":
+            findings = "No Finding"
+        else:
+            picks = rng.choice(NIH_OTHER_FINDINGS, size=int(rng.integers(1, 3)), replace=False)
+            findings = "|".join(sorted(picks))
+        width, height = int(rng.integers(2400, 3000)), int(rng.integers(2400, 3000))
+        spacing = rng.choice(["0.143", "0.139", "0.168"])
+        rows.append([name, findings, follow_up, patient, int(rng.integers(10, 90)), rng.choice(["M", "F"]),
+                     rng.choice(["PA", "AP"]), width, height, spacing, spacing])
+        jobs.append((images / name, seed, index, kind == "pneumonia"))
+    rows.sort(key=lambda r: r[0])
+    with open(root / layout.NIH_LABEL_FILES[0], "w", newline="") as fh:
+        fh.write(NIH_HEADER + "\n")
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+    return _write_nih, jobs
+
+
+PLANS = {"jsrt": _plan_jsrt, "chex": _plan_chex, "mcu": _plan_mcu, "nihx": _plan_nih}
+
+
+def _run(fn_and_job):
+    fn, job = fn_and_job
+    fn(job)
+
+
+def write_dataset(dataset: str, root: Path, counts: dict, seed: int, workers: int = 1, progress=None) -> int:
+    """Write one synthetic source into an empty directory `root`; returns the image count."""
+    root.mkdir(parents=True, exist_ok=True)
+    fn, jobs = PLANS[dataset](root, counts[dataset], seed)
+    tasks = [(fn, job) for job in jobs]
+    if workers > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for _ in pool.map(_run, tasks, chunksize=1):
+                progress and progress()
+    else:
+        for task in tasks:
+            _run(task)
+            progress and progress()
+    return len(tasks)
