@@ -75,8 +75,9 @@ class Config:
         return Path(self.data.interim_dir)
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def _build(cls: type, raw: Any, file: str, section: str = "") -> Any:
     """Build dataclass `cls` from a mapping, recursing into nested dataclasses."""
+    where = f"{file}: {section}" if section else file
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -88,12 +89,12 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of {', '.join(sorted(names))}")
     kwargs = {}
     for name, value in raw.items():
-        hint = hints[name]
+        hint, key = hints[name], f"{section}.{name}" if section else name
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{where}.{name}")
+            kwargs[name] = _build(hint, value, file, key)
         elif typing.get_origin(hint) is tuple:
             if not isinstance(value, (list, tuple)):
-                raise InputError(f"{where}.{name}: expected a list, got {value!r}")
+                raise InputError(f"{file}: {key}: expected a list, got {value!r}")
             kwargs[name] = tuple(value)
         else:
             kwargs[name] = value

@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny synthetic sources written once per test session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from multimix.config import load_config
+from multimix.data.acquire import synthesise
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_NIH = ROOT.parent / "shared" / "data" / "nih"
+
+TINY_COUNTS = {
+    "jsrt": {"nodule": 2, "non_nodule": 2},
+    "chex": {"train_normal": 2, "train_pneumonia": 2, "val_normal": 1, "val_pneumonia": 1,
+             "test_normal": 1, "test_pneumonia": 1},
+    "mcu": {"normal": 1, "tb": 1},
+    "nihx": {"pneumonia": 3, "no_finding": 8, "other": 2},
+}
+
+
+def write_params(folder: Path, **sections) -> Path:
+    """params.yaml for a test project in `folder`, with absolute data paths."""
+    params = {
+        "data": {"source": "synthetic", "raw_dir": str(folder / "raw"), "interim_dir": str(folder / "interim")},
+        "synth": {"preset": "small", "seed": 0, "counts": TINY_COUNTS},
+        "harmonise": {"workers": 1},
+    }
+    for key, value in sections.items():
+        params.setdefault(key, {}).update(value)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory) -> Path:
+    """A pristine tiny synthetic raw tree (all four sources); copy before mutating."""
+    folder = tmp_path_factory.mktemp("tiny")
+    cfg = load_config(write_params(folder))
+    synthesise(cfg, show_progress=False)
+    return folder / "raw"
+
+
+@pytest.fixture
+def project(tmp_path, tiny_raw) -> Path:
+    """A writable copy of the tiny raw tree with its own params.yaml."""
+    shutil.copytree(tiny_raw, tmp_path / "raw")
+    write_params(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def shared_nih() -> Path:
+    if not (SHARED_NIH / "Data_Entry_2017_v2020.csv.gz").exists():
+        pytest.skip("../shared/data/nih is not present")
+    return SHARED_NIH

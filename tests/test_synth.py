@@ -1,0 +1,126 @@
+"""The synthetic default writes every source in its official format and layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from multimix.config import load_config
+from multimix.data import formats, phantom
+from multimix.data.acquire import fingerprint, synthesise
+from multimix.errors import InputError
+
+from conftest import write_params
+
+
+def test_jsrt_layout_and_raw_format(tiny_raw):
+    images = sorted((tiny_raw / "jsrt" / "All247images").iterdir())
+    assert [p.name for p in images] == ["JPCLN001.IMG", "JPCLN002.IMG", "JPCNN001.IMG", "JPCNN002.IMG"]
+    for path in images:
+        assert path.stat().st_size == 2048 * 2048 * 2
+        raw = formats.read_jsrt_raw(path)
+        assert raw.max() <= 4095
+        # Big-endian: reading the same bytes little-endian gives values far above 12 bits.
+        assert np.fromfile(path, dtype="<u2").max() > 4095
+    masks = sorted(p.relative_to(tiny_raw / "jsrt").as_posix() for p in (tiny_raw / "jsrt").rglob("*.gif"))
+    assert "scr/fold1/masks/left lung/JPCLN001.gif" in masks
+    assert "scr/fold2/masks/right lung/JPCNN002.gif" in masks
+    assert len(masks) == 8
+    with Image.open(tiny_raw / "jsrt/scr/fold1/masks/left lung/JPCLN001.gif") as im:
+        assert im.format == "GIF" and im.size == (1024, 1024)
+        assert set(np.unique(np.asarray(im.convert("L")))) == {0, 255}
+
+
+def test_jsrt_polarity_larger_is_darker(tiny_raw):
+    raw = formats.read_jsrt_raw(tiny_raw / "jsrt/All247images/JPCLN001.IMG").astype(float)
+    left = formats.read_mask(tiny_raw / "jsrt/scr/fold1/masks/left lung/JPCLN001.gif")
+    right = formats.read_mask(tiny_raw / "jsrt/scr/fold1/masks/right lung/JPCLN001.gif")
+    lungs = np.kron(left | right, np.ones((2, 2), bool))  # masks are at half resolution
+    # Lungs hold air: dark on display, hence *larger* raw values than the body around them.
+    assert raw[lungs].mean() > raw[~lungs].mean() + 400
+
+
+def test_chex_layout(tiny_raw):
+    root = tiny_raw / "chex" / "chest_xray"
+    assert sorted(p.name for p in root.iterdir()) == ["test", "train", "val"]
+    files = sorted(root.rglob("*.jpeg"))
+    assert len(files) == 8
+    pneumonia = [p for p in files if p.parent.name == "PNEUMONIA"]
+    assert all(("bacteria" in p.name) or ("virus" in p.name) for p in pneumonia)
+    for path in files:
+        with Image.open(path) as im:
+            assert im.format == "JPEG" and im.mode in ("L", "RGB")
+            assert 1000 <= im.size[0] <= 2100
+
+
+def test_mcu_layout_sizes_and_bit_depth(tiny_raw):
+    root = tiny_raw / "mcu" / "MontgomerySet"
+    images = sorted((root / "CXR_png").iterdir())
+    assert [p.name[-6:] for p in images] == ["_0.png", "_1.png"] or len(images) == 2
+    for path in images:
+        h, w = formats.png_size(path)
+        assert (h, w) in {(4892, 4020), (4020, 4892)}
+        assert formats.png_bit_depth(path) in (8, 16)
+        for side in ("leftMask", "rightMask"):
+            assert formats.png_size(root / "ManualMask" / side / path.name) == (h, w)
+        assert (root / "ClinicalReadings" / path.with_suffix(".txt").name).exists()
+
+
+def test_nih_layout_and_label_file(tiny_raw):
+    root = tiny_raw / "nihx"
+    header = (root / "Data_Entry_2017_v2020.csv").read_text().splitlines()[0]
+    assert header.startswith("Image Index,Finding Labels,Follow-up #,Patient ID")
+    images = sorted((root / "images").iterdir())
+    assert len(images) == 13
+    for path in images:
+        assert formats.png_size(path) == (1024, 1024)
+        assert formats.png_bit_depth(path) == 8
+
+
+def test_synth_is_deterministic_for_a_seed(tmp_path, tiny_raw):
+    cfg = load_config(write_params(tmp_path))
+    synthesise(cfg, ["jsrt", "nihx"], show_progress=False)
+    for dataset in ("jsrt", "nihx"):
+        assert fingerprint(tmp_path / "raw" / dataset, True) == fingerprint(tiny_raw / dataset, True)
+
+
+def test_synth_changes_with_the_seed(tmp_path, tiny_raw):
+    cfg = load_config(write_params(tmp_path, synth={"seed": 1}))
+    synthesise(cfg, ["nihx"], show_progress=False)
+    assert fingerprint(tmp_path / "raw" / "nihx", True) != fingerprint(tiny_raw / "nihx", True)
+
+
+def test_synth_refuses_to_overwrite_real_files(tmp_path):
+    (tmp_path / "raw" / "jsrt").mkdir(parents=True)
+    (tmp_path / "raw" / "jsrt" / "JPCLN001.IMG").write_bytes(b"real data")
+    cfg = load_config(write_params(tmp_path))
+    with pytest.raises(InputError, match="did not write"):
+        synthesise(cfg, ["jsrt"], show_progress=False)
+    assert (tmp_path / "raw" / "jsrt" / "JPCLN001.IMG").read_bytes() == b"real data"
+
+
+@pytest.mark.parametrize("pediatric", [False, True])
+def test_phantom_anatomy_is_learnable(pediatric):
+    """Lungs darker than the mediastinum; opacities raise intensity inside the lungs only."""
+    rng = np.random.default_rng(3)
+    normal = phantom.sample_anatomy(rng, pediatric=pediatric, abnormal=False)
+    img = phantom.render(normal, 256, 256)
+    left, right = phantom.lung_masks(normal, 256, 256)
+    lungs = left | right
+    assert left[:, :128].sum() > 0.95 * left.sum() and right[:, 128:].sum() > 0.95 * right.sum()
+    mediastinum = np.zeros_like(lungs)
+    mediastinum[100:180, 120:136] = True
+    assert img[lungs].mean() < img[mediastinum].mean() - 0.15
+
+    # Same anatomy with opacities: brighter inside the lungs, unchanged far outside.
+    import dataclasses
+    sick_params = phantom.sample_anatomy(np.random.default_rng(3), pediatric=pediatric, abnormal=True)
+    sick = dataclasses.replace(normal, opacities=sick_params.opacities)
+    diff = phantom.render(sick, 256, 256) - img
+    assert diff[lungs].mean() > 0.01
+    assert np.abs(diff[~lungs]).mean() < diff[lungs].mean() / 3
+    for x, y, _, _ in sick.opacities:  # every blob centre lies inside a lung
+        col = int((normal.cx + x * normal.half_width) * 256)
+        row = int((normal.top + y * normal.height) * 256)
+        assert lungs[min(row, 255), min(col, 255)]

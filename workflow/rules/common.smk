@@ -1,0 +1,26 @@
+# Paths and parameter slices shared by the rules. They come from params.yaml
+# (the configfile), exactly as dvc.yaml's templated paths do.
+
+RAW = config["data"]["raw_dir"]
+INTERIM = config["data"]["interim_dir"]
+RECEIPT = f"{RAW}/acquired.json"
+MANIFEST = f"{INTERIM}/manifest.csv"
+REJECTED = f"{INTERIM}/rejected.csv"
+SUMMARY = f"{INTERIM}/harmonise_summary.json"
+
+
+def code(*modules):
+    """Source files a rule depends on (as DVC `deps`), so code edits rerun it."""
+    return [f"src/multimix/{m}" for m in modules]
+
+
+def param_slice(*keys):
+    """Values of dotted params.yaml keys; a change to any reruns the rule
+    (Snakemake's default rerun trigger on `params`), like DVC `params:`."""
+    out = {}
+    for key in keys:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        out[key] = value
+    return out
