@@ -1,7 +1,7 @@
 """dvc.yaml and the Snakemake workflow declare the same pipeline.
 
-Both are read through their own tools (DVC's stage index, Snakemake's
---detailed-summary), so templating and includes are resolved exactly as
+Both are read through their own tools (DVC's stage index, a forced
+Snakemake dry run), so templating and includes are resolved exactly as
 `dvc repro` and `snakemake --cores N` resolve them.
 """
 
@@ -42,20 +42,21 @@ def dvc_graph() -> dict[str, dict]:
 
 
 def snakemake_graph() -> dict[str, dict]:
+    """Jobs of a forced dry run: `rule X:` blocks with input/output lines and the shell command."""
     snakemake = Path(sys.executable).with_name("snakemake")
     result = subprocess.run(
-        [str(snakemake), "--cores", "1", "--forceall", "--detailed-summary", "--nocolor"],
+        [str(snakemake), "--cores", "1", "--forceall", "--dry-run", "--printshellcmds", "--nocolor"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )
     graph: dict[str, dict] = defaultdict(lambda: {"cmd": None, "deps": set(), "outs": set(), "params": set()})
-    lines = result.stdout.strip().splitlines()
-    header = lines[0].split("\t")
-    for line in lines[1:]:
-        row = dict(zip(header, line.split("\t")))
-        rule = graph[row["rule"]]
-        rule["outs"].add(row["output_file"])
-        rule["deps"].update(p for p in row["input-file(s)"].split(",") if p)
-        rule["cmd"] = row["shellcmd"].strip()
+    rule = None
+    for line in result.stdout.splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):$", line.strip()):
+            rule = None if match.group(1) == "default" else graph[match.group(1)]
+        elif rule is not None and (match := re.match(r"^\s+(input|output): (.*)$", line)):
+            rule["deps" if match.group(1) == "input" else "outs"].update(p.strip() for p in match.group(2).split(","))
+        elif rule is not None and line.startswith("Shell command:"):
+            rule["cmd"] = line.removeprefix("Shell command:").strip()
     # Parameters a rule reruns on: the keys given to param_slice(...) in its block.
     for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
         for name, body in re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", smk.read_text(), re.S | re.M):
