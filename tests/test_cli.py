@@ -29,8 +29,10 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert fragment in lines[0], lines[0]
 
 
-def test_acquire_then_harmonise(tmp_path):
-    write_params(tmp_path, data={"datasets": ["jsrt", "nihx"]})
+def test_stages_acquire_to_split(tmp_path):
+    write_params(tmp_path, data={"datasets": ["jsrt", "nihx"]},
+                 preprocess={"processed_dir": str(tmp_path / "processed"), "workers": 1},
+                 split={"split_dir": str(tmp_path / "splits"), "segmentation_sizes": [1, 2, "full"]})
     first = multimix(tmp_path, "acquire")
     assert first.returncode == 0, first.stderr
     receipt = json.loads((tmp_path / "raw" / "acquired.json").read_text())
@@ -45,6 +47,20 @@ def test_acquire_then_harmonise(tmp_path):
     again = multimix(tmp_path, "acquire")
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "raw" / "acquired.json").read_text())["datasets"] == receipt["datasets"]
+    done = multimix(tmp_path, "preprocess")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "processed").glob("*.h5")) == ["jsrt.h5", "nihx.h5"]
+    done = multimix(tmp_path, "split")
+    assert done.returncode == 0, done.stderr
+    splits = json.loads((tmp_path / "splits" / "splits.json").read_text())
+    assert sum(len(v) for v in splits["partitions"]["jsrt"].values()) == 4
+    assert len(splits["partitions"]["nihx"]["test"]) == 9
+    assert set(splits["subsets"]["segmentation"]["sizes"]) == {"1", "2", "full"}
+
+
+def test_split_before_preprocess_is_a_one_line_error(tmp_path):
+    write_params(tmp_path, preprocess={"processed_dir": str(tmp_path / "processed")})
+    assert_one_line_error(multimix(tmp_path, "split"), "jsrt.h5: not found (run `multimix preprocess` first)")
 
 
 def test_missing_params_file(tmp_path):

@@ -67,6 +67,29 @@ def cmd_harmonise(args, cfg: Config) -> None:
     print(f"manifest: {len(manifest)} images -> {out / 'manifest.csv'}; rejected: {len(rejected)} -> {out / 'rejected.csv'}")
 
 
+def cmd_preprocess(args, cfg: Config) -> None:
+    from tqdm import tqdm
+
+    from multimix.data.preprocess import preprocess, read_manifest
+
+    manifest = cfg.interim_dir / "manifest.csv"
+    total = read_manifest(manifest)["dataset"].isin(cfg.data.datasets).sum()
+    with tqdm(total=int(total), desc="preprocess", unit="img", disable=args.quiet) as bar:
+        summary = preprocess(cfg, progress=bar.update)
+    per = ", ".join(f"{d} {n}" for d, n in summary["per_dataset"].items())
+    print(f"preprocess: {summary['images']} images ({per}) in {summary['seconds']}s, {summary['rejected']} rejected "
+          f"-> {cfg.processed_dir}/")
+
+
+def cmd_split(args, cfg: Config) -> None:
+    from multimix.data.split import describe, digest, write_splits
+
+    splits = write_splits(cfg)
+    for line in describe(splits):
+        print(line)
+    print(f"wrote {cfg.split_dir / 'splits.json'} (sha256 of canonical form {digest(splits)[:16]}…)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="multimix", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
@@ -89,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("harmonise", help="raw files -> data/interim/manifest.csv + rejected.csv")
     p.add_argument("--out", help="output folder (default: data.interim_dir)")
     p.set_defaults(func=cmd_harmonise)
+
+    p = sub.add_parser("preprocess", help="manifest -> one 256x256 HDF5 file per dataset in data/processed/")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("split", help="train/val/test partitions and labelled subsets -> data/splits/splits.json")
+    p.set_defaults(func=cmd_split)
     return parser
 
 

@@ -60,11 +60,34 @@ class HarmoniseConfig:
 
 
 @dataclass(frozen=True)
+class PreprocessConfig:
+    size: int = 256
+    aspect: str = "squash"  # squash (as the paper) | pad (letterbox to a square)
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    processed_dir: str = "data/processed"
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    split_dir: str = "data/splits"
+    seed: int = 0  # train/val/test partition
+    segmentation_dataset: str = "jsrt"  # in-domain training sources of the paper
+    classification_dataset: str = "chex"
+    # Labelled-subset sizes of the paper (section 3.2); "full" = the whole training pool.
+    segmentation_sizes: tuple[int | str, ...] = (10, 50, "full")
+    classification_sizes: tuple[int | str, ...] = (100, 1000, "full")
+    repeats: tuple[int, ...] = (0, 1, 2, 3, 4)  # one subset draw per repeat seed
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     harmonise: HarmoniseConfig = field(default_factory=HarmoniseConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
 
     @property
     def raw_dir(self) -> Path:
@@ -73,6 +96,14 @@ class Config:
     @property
     def interim_dir(self) -> Path:
         return Path(self.data.interim_dir)
+
+    @property
+    def processed_dir(self) -> Path:
+        return Path(self.preprocess.processed_dir)
+
+    @property
+    def split_dir(self) -> Path:
+        return Path(self.split.split_dir)
 
 
 def _build(cls: type, raw: Any, file: str, section: str = "") -> Any:
@@ -112,8 +143,20 @@ def _validate(cfg: Config, where: str) -> None:
         raise InputError(f"{where}: data.nihx.normal_count must be 'auto' or a non-negative integer; got {n!r}")
     if cfg.synth.preset not in ("small", "paper"):
         raise InputError(f"{where}: synth.preset is {cfg.synth.preset!r}; expected small or paper")
-    if cfg.harmonise.workers < 1:
-        raise InputError(f"{where}: harmonise.workers must be >= 1")
+    if cfg.harmonise.workers < 1 or cfg.preprocess.workers < 1:
+        raise InputError(f"{where}: harmonise.workers and preprocess.workers must be >= 1")
+    pp = cfg.preprocess
+    if not (isinstance(pp.size, int) and 16 <= pp.size <= 4096):
+        raise InputError(f"{where}: preprocess.size must be an integer in 16..4096; got {pp.size!r}")
+    if pp.aspect not in ("squash", "pad"):
+        raise InputError(f"{where}: preprocess.aspect is {pp.aspect!r}; expected squash or pad")
+    lo, hi = pp.clip_percentiles
+    if not 0 <= lo < hi <= 100:
+        raise InputError(f"{where}: preprocess.clip_percentiles must be two numbers 0 <= low < high <= 100")
+    for name in ("segmentation_sizes", "classification_sizes"):
+        for size in getattr(cfg.split, name):
+            if not (size == "full" or (isinstance(size, int) and size > 0)):
+                raise InputError(f"{where}: split.{name} entries must be positive integers or 'full'; got {size!r}")
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:

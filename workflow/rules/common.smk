@@ -7,6 +7,8 @@ RECEIPT = f"{RAW}/acquired.json"
 MANIFEST = f"{INTERIM}/manifest.csv"
 REJECTED = f"{INTERIM}/rejected.csv"
 SUMMARY = f"{INTERIM}/harmonise_summary.json"
+PROCESSED = config["preprocess"]["processed_dir"]
+SPLITS = f"{config['split']['split_dir']}/splits.json"
 
 
 def code(*modules):

@@ -24,3 +24,28 @@ rule harmonise:
         p=param_slice("data.datasets", "data.nihx", "data.interim_dir"),
     shell:
         "multimix -q harmonise"
+
+
+rule preprocess:
+    input:
+        MANIFEST,
+        RECEIPT,  # pixels can change while the manifest stays identical (e.g. a new synth seed)
+        code("data/preprocess.py", "data/formats.py"),
+    output:
+        directory(PROCESSED),
+    params:
+        p=param_slice("data.datasets", "preprocess.size", "preprocess.aspect", "preprocess.clip_percentiles", "preprocess.processed_dir"),
+    shell:
+        "multimix -q preprocess"
+
+
+rule split:
+    input:
+        PROCESSED,
+        code("data/split.py"),
+    output:
+        SPLITS,
+    params:
+        p=param_slice("split"),
+    shell:
+        "multimix -q split"

@@ -26,9 +26,9 @@ from multimix.data import formats, layout, phantom
 # `small` keeps the whole pipeline to minutes on two cores.
 PRESETS: dict[str, dict[str, dict[str, int]]] = {
     "small": {
-        "jsrt": {"nodule": 14, "non_nodule": 10},
+        "jsrt": {"nodule": 16, "non_nodule": 14},
         "chex": {
-            "train_normal": 20, "train_pneumonia": 40,
+            "train_normal": 40, "train_pneumonia": 110,
             "val_normal": 4, "val_pneumonia": 4,
             "test_normal": 12, "test_pneumonia": 20,
         },

@@ -1,0 +1,99 @@
+"""Images/s the HDF5 loader sustains, against what a training step consumes.
+
+Writes a temporary HDF5 file in the exact format of `multimix preprocess`
+(256x256 float32 images and uint8 masks, one LZF chunk per image), then
+iterates it with a shuffled torch DataLoader at batch 10 (the paper's batch
+per stream) with 0 and 2 worker processes. For comparison it times
+forward+backward passes of the MultiMix network on the same batches
+(one training stream), when the model module is available.
+
+    python bench/loader.py [--images 400] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from multimix.data.loader import H5Images
+from multimix.data.preprocess import H5Writer
+
+
+def write_file(path: Path, n: int, size: int = 256) -> None:
+    rng = np.random.default_rng(0)
+    writer = H5Writer(path, n, size, with_masks=True, attrs={"size": size})
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        # smooth structure plus noise, so LZF compresses about as well as on X-rays
+        image = (0.5 + 0.3 * np.sin(6 * xx + i) * np.cos(4 * yy) + 0.05 * rng.standard_normal((size, size)))
+        mask = ((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.1).astype(np.uint8)
+        writer.append({"id": f"bench/{i:05d}", "label": i % 2, "official_split": "train"},
+                      np.clip(image, 0, 1).astype(np.float32), mask)
+    writer.commit()
+
+
+def loader_rate(path: Path, workers: int, epochs: int) -> float:
+    data = H5Images(path)
+    loader = DataLoader(data, batch_size=10, shuffle=True, num_workers=workers,
+                        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
+    next(iter(loader))  # start workers, open files
+    start, seen = time.perf_counter(), 0
+    for _ in range(epochs):
+        for batch in loader:
+            seen += len(batch["image"])
+    return seen / (time.perf_counter() - start)
+
+
+def training_rate(steps: int = 5) -> float | None:
+    try:
+        from multimix.models.multimix import MultiMixNet
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    model = MultiMixNet()
+    optimiser = torch.optim.Adam(model.parameters(), 1e-4)
+    x, y = torch.rand(10, 1, 256, 256), torch.randint(0, 2, (10,))
+    mask = (torch.rand(10, 1, 256, 256) > 0.5).float()
+
+    def step():
+        out = model(x, with_decoder=True)
+        loss = torch.nn.functional.cross_entropy(out.logits, y)
+        loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(out.mask_logits, mask)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return 10 * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.h5"
+        write_file(path, args.images)
+        for workers in (0, 2):
+            print(f"loader, {workers} worker(s): {loader_rate(path, workers, args.epochs):8.0f} images/s")
+    torch.set_num_threads(2)
+    rate = training_rate()
+    if rate is None:
+        print("training step: model not available in this version")
+    else:
+        print(f"training (segmentation stream, forward+backward, 2 threads): {rate:8.1f} images/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""`multimix split`: train/val/test partitions and the paper's labelled subsets.
+
+Partitions follow Table 1 of the paper:
+  jsrt  111 / 13 / 123 of 247   (scaled proportionally for other counts)
+  chex  the official train / val / test folders (5,216 / 16 / 624)
+  mcu   93 / 10 / 35 of 138     (scaled proportionally)
+  nihx  all images are test (cross-domain evaluation only)
+Proportional scaling keeps the paper's train and val fractions (rounded, at
+least one val image when there are three or more) and gives the rest to test,
+so the real counts reproduce Table 1 exactly.
+
+Labelled subsets (section 3.2): for every repeat seed and every configured
+size, |D_l^s| from the segmentation training pool (JSRT train) and |D_l^c|
+from the classification training pool (CheX train); the rest of the pool is
+unlabelled. Subsets are *nested*: each size is a prefix of one ordering of
+the pool, so 10 ⊂ 50 ⊂ full. The classification ordering is class-stratified:
+classes are interleaved by their rank fraction, so every prefix holds each
+class in proportion (within one image). A size larger than the pool is
+clamped to the pool and recorded as such.
+
+Every ordering sorts ids by SHA-256 of "<purpose>/<seed>/<id>": the same on
+any machine, any Python or NumPy version, and independent of the order rows
+arrive in. The file names ids, never row numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import pandas as pd
+
+from multimix.config import Config, SplitConfig
+from multimix.errors import InputError
+
+# Table 1 (train, val, test) for the sources partitioned by proportion.
+PAPER_PARTITIONS = {"jsrt": (111, 13, 123), "mcu": (93, 10, 35)}
+FORMAT_VERSION = 1
+
+
+def hash_order(ids, purpose: str, seed: int) -> list[str]:
+    return sorted(ids, key=lambda i: hashlib.sha256(f"{purpose}/{seed}/{i}".encode()).hexdigest())
+
+
+def partition_counts(n: int, paper: tuple[int, int, int]) -> tuple[int, int, int]:
+    total = sum(paper)
+    n_train = round(n * paper[0] / total)
+    n_val = round(n * paper[1] / total)
+    if n >= 3:
+        n_val = max(1, n_val)
+        n_train = max(1, min(n_train, n - n_val - 1))
+    return n_train, n_val, n - n_train - n_val
+
+
+def partition(table: pd.DataFrame, dataset: str, seed: int) -> dict[str, list[str]]:
+    ids = table.loc[table["dataset"] == dataset, "id"].tolist()
+    if dataset == "chex":
+        rows = table[table["dataset"] == dataset]
+        parts = {name: sorted(rows.loc[rows["official_split"] == name, "id"]) for name in ("train", "val", "test")}
+        unknown = set(rows["official_split"]) - set(parts)
+        if unknown:
+            raise InputError(f"chex: official split(s) {sorted(unknown)} found; expected train, val, test")
+        return parts
+    if dataset == "nihx":
+        return {"train": [], "val": [], "test": sorted(ids)}
+    n_train, n_val, _ = partition_counts(len(ids), PAPER_PARTITIONS[dataset])
+    order = hash_order(ids, f"partition/{dataset}", seed)
+    return {
+        "train": sorted(order[:n_train]),
+        "val": sorted(order[n_train:n_train + n_val]),
+        "test": sorted(order[n_train + n_val:]),
+    }
+
+
+def stratified_order(ids: list[str], labels: dict[str, int], purpose: str, seed: int) -> list[str]:
+    """Interleave classes so that every prefix is stratified (within one item per class)."""
+    by_class: dict[int, list[str]] = {}
+    for i in ids:
+        by_class.setdefault(labels[i], []).append(i)
+    keyed = []
+    for cls, members in by_class.items():
+        ordered = hash_order(members, f"{purpose}/class{cls}", seed)
+        n = len(ordered)
+        keyed += [((rank + 0.5) / n, cls, item) for rank, item in enumerate(ordered)]
+    return [item for _, _, item in sorted(keyed)]
+
+
+def _sizes(requested, pool_size: int) -> list[tuple[str, int]]:
+    out = []
+    for size in requested:
+        n = pool_size if size == "full" else min(int(size), pool_size)
+        out.append((str(size), n))
+    return out
+
+
+def labelled_subsets(pool: list[str], sizes, repeats, purpose: str, labels: dict[str, int] | None = None) -> dict:
+    result = {}
+    for size_name, n in _sizes(sizes, len(pool)):
+        per_seed = {}
+        for seed in repeats:
+            order = stratified_order(pool, labels, purpose, seed) if labels else hash_order(pool, purpose, seed)
+            labelled = sorted(order[:n])
+            per_seed[str(seed)] = {"labeled": labelled, "unlabeled": sorted(order[n:])}
+        result[size_name] = {"requested": size_name, "size": n, "clamped": size_name != "full" and n < int(size_name),
+                             "repeats": per_seed}
+    return result
+
+
+def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> dict:
+    """`table`: one row per preprocessed image with id, dataset, label (-1 unknown), official_split."""
+    datasets = sorted(set(table["dataset"]))
+    partitions = {d: partition(table, d, cfg.seed) for d in datasets}
+    subsets = {}
+    seg, cls = cfg.segmentation_dataset, cfg.classification_dataset
+    if seg in partitions:
+        subsets["segmentation"] = {"dataset": seg, "pool_size": len(partitions[seg]["train"]),
+                                   "sizes": labelled_subsets(partitions[seg]["train"], cfg.segmentation_sizes,
+                                                             cfg.repeats, "labeled/segmentation")}
+    if cls in partitions:
+        labels = dict(zip(table["id"], table["label"].astype(int)))
+        pool = partitions[cls]["train"]
+        if any(labels[i] < 0 for i in pool):
+            raise InputError(f"{cls}: classification training images without a label; cannot stratify")
+        subsets["classification"] = {"dataset": cls, "pool_size": len(pool),
+                                     "sizes": labelled_subsets(pool, cfg.classification_sizes, cfg.repeats,
+                                                               "labeled/classification", labels)}
+    return {"format_version": FORMAT_VERSION, "seed": cfg.seed, "repeats": list(cfg.repeats),
+            "partitions": partitions, "subsets": subsets}
+
+
+def canonical_json(splits: dict) -> str:
+    return json.dumps(splits, sort_keys=True, separators=(",", ":"))
+
+
+def digest(splits: dict) -> str:
+    return hashlib.sha256(canonical_json(splits).encode()).hexdigest()
+
+
+def read_processed_table(processed_dir: Path, datasets) -> pd.DataFrame:
+    frames = []
+    for dataset in datasets:
+        path = processed_dir / f"{dataset}.h5"
+        if not path.is_file():
+            raise InputError(f"{path}: not found (run `multimix preprocess` first)")
+        with h5py.File(path, "r") as f:
+            if not f.attrs.get("complete", False):
+                raise InputError(f"{path}: incomplete HDF5 file (preprocess was interrupted); rerun preprocess")
+            frames.append(pd.DataFrame({
+                "id": f["ids"].asstr()[:], "dataset": dataset, "label": f["labels"][:],
+                "official_split": f["splits"].asstr()[:],
+            }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_splits(cfg: Config) -> dict:
+    table = read_processed_table(cfg.processed_dir, cfg.data.datasets)
+    splits = make_splits(table, cfg.split)
+    cfg.split_dir.mkdir(parents=True, exist_ok=True)
+    path = cfg.split_dir / "splits.json"
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(splits, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return splits
+
+
+def describe(splits: dict) -> list[str]:
+    lines = []
+    for dataset, parts in splits["partitions"].items():
+        lines.append(f"{dataset}: " + " / ".join(f"{len(parts[p])} {p}" for p in ("train", "val", "test")))
+    for task, info in splits["subsets"].items():
+        sizes = ", ".join(f"{s['size']}{' (clamped from ' + name + ')' if s['clamped'] else ''}"
+                          for name, s in info["sizes"].items())
+        lines.append(f"{task} ({info['dataset']}, pool {info['pool_size']}): labelled sizes {sizes}; "
+                     f"repeats {splits['repeats']}")
+    return lines
+

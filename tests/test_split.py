@@ -1,0 +1,118 @@
+"""split: Table 1 partitions; nested, stratified, deterministic labelled subsets."""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pytest
+
+from multimix.config import SplitConfig
+from multimix.data.split import digest, make_splits, partition_counts
+
+# A fixed tiny fixture: 30 JSRT, 20 MCU, CheX official folders, 12 NIH.
+# The expected digest below was computed once from this fixture; any change to
+# the splitting rules (or a platform dependence) changes it.
+EXPECTED_TINY_DIGEST = "03cf466ae1a609cee7210b9a23aed3b44f9a411c571a48455cdb0c69c62270a7"
+
+
+def tiny_table() -> pd.DataFrame:
+    rows = [(f"jsrt/JPCLN{i:03d}", "jsrt", -1, "") for i in range(1, 31)]
+    rows += [(f"mcu/MCUCXR_{i:04d}_{i % 2}", "mcu", -1, "") for i in range(1, 21)]
+    for split, n_normal, n_pneu in (("train", 12, 28), ("val", 2, 2), ("test", 4, 6)):
+        rows += [(f"chex/{split}/NORMAL/IM-{split}-{i}", "chex", 0, split) for i in range(n_normal)]
+        rows += [(f"chex/{split}/PNEUMONIA/person{i}_bacteria", "chex", 1, split) for i in range(n_pneu)]
+    rows += [(f"nihx/{i:08d}_000", "nihx", i % 2, "") for i in range(12)]
+    return pd.DataFrame(rows, columns=["id", "dataset", "label", "official_split"])
+
+
+TINY_CFG = SplitConfig(segmentation_sizes=(4, 8, "full"), classification_sizes=(10, 20, "full"), repeats=(0, 1, 2))
+
+
+def test_table1_counts_on_real_sizes():
+    assert partition_counts(247, (111, 13, 123)) == (111, 13, 123)
+    assert partition_counts(138, (93, 10, 35)) == (93, 10, 35)
+    assert partition_counts(24, (111, 13, 123)) == (11, 1, 12)
+
+
+def test_partitions_are_disjoint_and_complete():
+    table = tiny_table()
+    splits = make_splits(table, TINY_CFG)
+    for dataset, parts in splits["partitions"].items():
+        all_ids = parts["train"] + parts["val"] + parts["test"]
+        assert len(all_ids) == len(set(all_ids)) == (table.dataset == dataset).sum()
+    assert len(splits["partitions"]["chex"]["val"]) == 4  # the official folders
+    assert splits["partitions"]["nihx"]["train"] == [] and len(splits["partitions"]["nihx"]["test"]) == 12
+
+
+def test_subsets_nested_and_remainder_unlabeled():
+    splits = make_splits(tiny_table(), TINY_CFG)
+    for task in ("segmentation", "classification"):
+        info = splits["subsets"][task]
+        pool = set(splits["partitions"][info["dataset"]]["train"])
+        for seed in ("0", "1", "2"):
+            previous: set = set()
+            for size in info["sizes"].values():
+                part = size["repeats"][seed]
+                labeled, unlabeled = set(part["labeled"]), set(part["unlabeled"])
+                assert len(labeled) == size["size"]
+                assert labeled | unlabeled == pool and not labeled & unlabeled
+                assert previous <= labeled  # nested: 4 ⊂ 8 ⊂ full
+                previous = labeled
+
+
+def test_classification_subsets_are_stratified():
+    table = tiny_table()
+    labels = dict(zip(table.id, table.label))
+    splits = make_splits(table, TINY_CFG)
+    pool = splits["partitions"]["chex"]["train"]
+    p_normal = sum(labels[i] == 0 for i in pool) / len(pool)  # 12 / 40
+    for size in splits["subsets"]["classification"]["sizes"].values():
+        for part in size["repeats"].values():
+            n = len(part["labeled"])
+            normals = sum(labels[i] == 0 for i in part["labeled"])
+            assert abs(normals - p_normal * n) <= 1, (n, normals)
+
+
+def test_deterministic_and_order_independent():
+    table = tiny_table()
+    shuffled = table.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    assert digest(make_splits(table, TINY_CFG)) == digest(make_splits(shuffled, TINY_CFG))
+
+
+def test_expected_digest_of_the_tiny_fixture():
+    assert digest(make_splits(tiny_table(), TINY_CFG)) == EXPECTED_TINY_DIGEST
+
+
+def test_repeats_and_partition_seed_change_the_draw():
+    table = tiny_table()
+    splits = make_splits(table, TINY_CFG)
+    seg = splits["subsets"]["segmentation"]["sizes"]["4"]["repeats"]
+    assert seg["0"]["labeled"] != seg["1"]["labeled"]
+    other = make_splits(table, SplitConfig(seed=1, segmentation_sizes=(4,), classification_sizes=(10,), repeats=(0,)))
+    assert other["partitions"]["jsrt"]["train"] != splits["partitions"]["jsrt"]["train"]
+    assert other["partitions"]["chex"] == splits["partitions"]["chex"]  # official folders never move
+
+
+def test_sizes_larger_than_the_pool_are_clamped_and_recorded():
+    splits = make_splits(tiny_table(), SplitConfig(segmentation_sizes=(10, 50, "full"), repeats=(0,)))
+    sizes = splits["subsets"]["segmentation"]["sizes"]
+    pool = splits["subsets"]["segmentation"]["pool_size"]
+    assert sizes["50"]["size"] == pool and sizes["50"]["clamped"]
+    assert not sizes["10"]["clamped"] and not sizes["full"]["clamped"]
+
+
+def test_ids_not_row_numbers():
+    splits = make_splits(tiny_table(), TINY_CFG)
+    assert all(i.startswith("jsrt/") for i in splits["partitions"]["jsrt"]["train"])
+    random.seed(0)  # no dependence on global RNG state
+    assert digest(make_splits(tiny_table(), TINY_CFG)) == digest(splits)
+
+
+def test_unlabelled_classification_pool_is_refused():
+    table = tiny_table()
+    table.loc[table.id == "chex/train/NORMAL/IM-train-0", "label"] = -1
+    from multimix.errors import InputError
+
+    with pytest.raises(InputError, match="without a label"):
+        make_splits(table, TINY_CFG)
