@@ -90,6 +90,43 @@ def cmd_split(args, cfg: Config) -> None:
     print(f"wrote {cfg.split_dir / 'splits.json'} (sha256 of canonical form {digest(splits)[:16]}…)")
 
 
+def cmd_train(args, cfg: Config) -> None:
+    from multimix.runtime import keep_freed_memory
+    from multimix.training import train
+
+    keep_freed_memory()
+
+    names = args.run or list(cfg.train.runs)
+    for name in names:
+        summary = train(cfg, name, device=args.device, show_progress=not args.quiet)
+        print(f"{name}: best epoch {summary['best_epoch'] + 1} (val_score {summary['best_val_score']:.4f}), "
+              f"{summary['parameters']:,} parameters, {summary['device']}, MLflow run {summary['mlflow_run_id']}")
+
+
+def cmd_evaluate(args, cfg: Config) -> None:
+    from multimix.evaluation import evaluate
+
+    for name in args.run or list(cfg.train.runs):
+        summary = evaluate(cfg, name, device=args.device)
+        for dataset, values in summary.items():
+            main = f"Dice {values['dice']:.4f}" if values["task"] == "segmentation" else \
+                f"accuracy {values['accuracy']:.4f}, AUC {values['auc']:.4f}"
+            print(f"{name} — {dataset} ({values['domain']}, {values['images']} images): {main}")
+
+
+def cmd_report(args, cfg: Config) -> None:
+    from multimix.reporting import report
+
+    written = report(cfg)
+    print(f"report: {len(written)} files in {cfg.report.dir}/ (tables: table2_in_domain.md, table3_cross_domain.md)")
+
+
+def cmd_compare(args, cfg: Config) -> None:
+    from multimix.compare import compare
+
+    compare(args.experiment, args.preset, args.seg, args.cls, csv=args.csv, all_metrics=args.all)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="multimix", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
@@ -118,6 +155,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("split", help="train/val/test partitions and labelled subsets -> data/splits/splits.json")
     p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("train", help="train configured runs (train.runs) with MLflow tracking; resumable")
+    p.add_argument("--run", action="append", help="run name from train.runs (repeatable; default: all)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="best checkpoints on the in-domain and cross-domain test sets")
+    p.add_argument("--run", action="append", help="run name from train.runs (repeatable; default: all)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="Table 2/3-style tables, t-tests and figures for all runs -> reports/")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="table of MLflow runs grouped over repeats (best per column starred)")
+    p.add_argument("--experiment", action="append", help="MLflow experiment name (repeatable; default: all)")
+    p.add_argument("--preset", help="only this preset")
+    p.add_argument("--seg", help="only this |D_l^s| (e.g. 10, 50, full)")
+    p.add_argument("--cls", help="only this |D_l^c| (e.g. 100, 1000, full)")
+    p.add_argument("--csv", action="store_true", help="CSV on stdout, for scripts")
+    p.add_argument("--all", action="store_true", help="every test metric, not only the main ones")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -81,6 +81,54 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class LossConfig:
+    threshold: float = 0.7  # t: pseudo-label confidence
+    lambda_u: float = 0.25  # λ: unlabelled classification weight
+    alpha: float = 5.0  # α: Dice weight
+    beta: float = 0.01  # β: segmentation consistency weight
+
+
+@dataclass(frozen=True)
+class MixMatchConfig:
+    augmentations: int = 2  # K
+    temperature: float = 0.5  # T
+    alpha: float = 0.75  # Beta(α, α) for MixUp
+    lambda_u: float = 75.0
+    rampup_epochs: int = 4  # λ_u ramps up linearly over these epochs
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    study: str = "multimix"  # MLflow experiment name
+    runs_dir: str = "data/runs"
+    epochs: int = 24
+    steps_per_epoch: int | None = None  # None: batches in the largest stream the preset uses
+    batch_size: int = 10  # per stream
+    lr: float = 1e-4
+    lr_step_epochs: int = 8
+    lr_gamma: float = 0.1
+    strong_max_ops: int = 3
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # CPU threads for torch (0 = torch's default)
+    num_workers: int = 0  # DataLoader workers per stream
+    figures: int = 4  # validation images drawn into saliency/mask figures
+    loss: LossConfig = field(default_factory=LossConfig)
+    mixmatch: MixMatchConfig = field(default_factory=MixMatchConfig)
+    # name -> {preset, segmentation_labels, classification_labels, repeat}
+    runs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    dir: str = "data/eval"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    dir: str = "reports"
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -88,6 +136,9 @@ class Config:
     harmonise: HarmoniseConfig = field(default_factory=HarmoniseConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     @property
     def raw_dir(self) -> Path:
@@ -104,6 +155,10 @@ class Config:
     @property
     def split_dir(self) -> Path:
         return Path(self.split.split_dir)
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.train.runs_dir)
 
 
 def _build(cls: type, raw: Any, file: str, section: str = "") -> Any:

@@ -9,6 +9,8 @@ REJECTED = f"{INTERIM}/rejected.csv"
 SUMMARY = f"{INTERIM}/harmonise_summary.json"
 PROCESSED = config["preprocess"]["processed_dir"]
 SPLITS = f"{config['split']['split_dir']}/splits.json"
+RUNS = config["train"]["runs_dir"]
+RUN_NAMES = list(config["train"]["runs"])
 
 
 def code(*modules):

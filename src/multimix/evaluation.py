@@ -1,0 +1,146 @@
+"""`multimix evaluate --run NAME`: the best checkpoint on the test sets.
+
+In-domain: CheX test (classification) and JSRT test (segmentation);
+cross-domain: NIHX (classification, all 4,185 images) and MCU test
+(segmentation) — for the tasks the run's preset learns. The model runs in eval
+mode (dropout off). Writes, under `data/eval/NAME/`:
+  per_image.csv  one row per test image (scores, predicted/reference lung
+                 pixel counts, class probability) for distributions and tests;
+  metrics.json   per-dataset summary (DVC metrics);
+  examples.npz   a few images with saliency and masks for the report figures.
+The summary is also logged to the run's MLflow record as `test_<dataset>_<metric>`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from multimix import metrics, tracking
+from multimix.config import Config
+from multimix.data.loader import H5Images
+from multimix.errors import InputError
+from multimix.models.multimix import MultiMixNet
+from multimix.presets import run_spec
+from multimix.training import pick_device
+
+TEST_SETS = {
+    "segmentation": (("jsrt", "in-domain"), ("mcu", "cross-domain")),
+    "classification": (("chex", "in-domain"), ("nihx", "cross-domain")),
+}
+EXAMPLES = 4
+
+
+def eval_dir(cfg: Config, run: str) -> Path:
+    return Path(cfg.evaluate.dir) / run
+
+
+def _summarise(frame: pd.DataFrame, task: str) -> dict[str, float]:
+    if task == "segmentation":
+        out = {m: float(frame[m].mean(skipna=True)) for m in metrics.SEGMENTATION_METRICS}
+        out["hausdorff_undefined"] = int(frame["hausdorff"].isna().sum())
+    else:
+        out = metrics.classification_scores(frame["label"], frame["probability"])
+    out["images"] = int(len(frame))
+    return out
+
+
+@torch.no_grad()
+def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool = True) -> dict:
+    if run not in cfg.train.runs:
+        raise InputError(f"params.yaml: train.runs has no run {run!r}")
+    spec = run_spec(run, cfg.train.runs[run])
+    best_path = cfg.runs_dir / run / "best.pt"
+    if not best_path.is_file():
+        raise InputError(f"{best_path}: not found (run `multimix train --run {run}` first)")
+    dev = pick_device(device or cfg.train.device)
+    best = torch.load(best_path, map_location=dev, weights_only=True)
+    model = MultiMixNet(bridge=bool(best["bridge"])).to(dev)
+    model.load_state_dict(best["model"])
+    model.eval()
+    splits = json.loads((cfg.split_dir / "splits.json").read_text())
+    rows, summary, examples = [], {}, {}
+    tasks = [t for t, on in (("segmentation", spec.variant.segmentation),
+                             ("classification", spec.variant.classification)) if on]
+    for task in tasks:
+        for dataset, domain in TEST_SETS[task]:
+            if dataset not in splits["partitions"]:
+                continue  # source not in data.datasets
+            ids = splits["partitions"][dataset]["test"]
+            data = H5Images(cfg.processed_dir / f"{dataset}.h5", ids, masks=task == "segmentation")
+            loader = DataLoader(data, batch_size=10, shuffle=False)
+            frame_rows = []
+            for batch in loader:
+                x = batch["image"].to(dev)
+                out = model(x, with_decoder=task == "segmentation", with_classifier=True)
+                for k in range(len(x)):
+                    row = {"run": run, "preset": spec.preset, "dataset": dataset, "domain": domain, "task": task,
+                           "id": data.ids[int(batch["index"][k])]}
+                    if task == "segmentation":
+                        pred = (out.mask_logits[k, 0] > 0).cpu().numpy()
+                        ref = batch["mask"][k, 0].numpy() > 0.5
+                        row.update(metrics.segmentation_scores(pred, ref), pred_pixels=int(pred.sum()),
+                                   ref_pixels=int(ref.sum()))
+                    else:
+                        row.update(label=int(batch["label"][k]),
+                                   probability=float(torch.softmax(out.logits[k].float(), 0)[1]))
+                    frame_rows.append(row)
+            frame = pd.DataFrame(frame_rows)
+            rows.append(frame)
+            summary[dataset] = {"domain": domain, "task": task} | _summarise(frame, task)
+            examples.update(_examples(model, data, dataset, task, dev))
+    per_image = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    out_dir = eval_dir(cfg, run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_image.to_csv(out_dir / "per_image.csv", index=False)
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    np.savez_compressed(out_dir / "examples.npz", **examples)
+    if use_mlflow:
+        _log(cfg, run, summary)
+    return summary
+
+
+def _examples(model: MultiMixNet, data: H5Images, dataset: str, task: str, dev) -> dict[str, np.ndarray]:
+    """A few test images with saliency (and masks), normal and pneumonia alike where labelled."""
+    if task == "classification":
+        normal = [i for i, y in enumerate(data.labels) if y == 0][: EXAMPLES // 2]
+        sick = [i for i, y in enumerate(data.labels) if y == 1][: EXAMPLES // 2]
+        picks = normal + sick
+    else:
+        picks = list(range(min(EXAMPLES, len(data))))
+    if not picks:
+        return {}
+    items = [data[i] for i in picks]
+    x = torch.stack([it["image"] for it in items]).to(dev)
+    out = model(x, with_decoder=task == "segmentation", with_classifier=True)
+    saliency = model.saliency(x)
+    found = {f"{dataset}_image": x[:, 0].cpu().numpy(), f"{dataset}_saliency": saliency[:, 0].cpu().numpy(),
+             f"{dataset}_label": np.array([it["label"] for it in items]),
+             f"{dataset}_probability": torch.softmax(out.logits.float(), 1)[:, 1].cpu().numpy()}
+    if task == "segmentation":
+        found[f"{dataset}_pred"] = (out.mask_logits[:, 0] > 0).cpu().numpy()
+        found[f"{dataset}_ref"] = torch.stack([it["mask"] for it in items])[:, 0].numpy() > 0.5
+    return found
+
+
+def _log(cfg: Config, run: str, summary: dict) -> None:
+    import mlflow
+
+    info = cfg.runs_dir / run / "metrics.json"
+    run_id = json.loads(info.read_text()).get("mlflow_run_id") if info.exists() else None
+    if not run_id:
+        return
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
+    try:
+        client.get_run(run_id)
+    except Exception:
+        return  # a store without this run (e.g. another MLFLOW_TRACKING_URI)
+    for dataset, values in summary.items():
+        for name, value in values.items():
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                client.log_metric(run_id, f"test_{dataset}_{name}", float(value))

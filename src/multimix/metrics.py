@@ -1,0 +1,76 @@
+"""Evaluation metrics of the paper (section 3.2).
+
+Classification (scikit-learn): accuracy, F1 of the normal class (F1-N) and of
+the pneumonia class (F1-P), ROC curve and its AUC.
+
+Segmentation, per image, on binary masks of the evaluation grid (256x256):
+  DS    Dice = 2|A∩B| / (|A|+|B|)
+  JS    Jaccard = |A∩B| / |A∪B|
+  SSIM  structural similarity of the two masks as images in {0, 1}
+        (scikit-image, data_range 1, default 7x7 window)
+  HD    average Hausdorff distance, in pixels of the evaluation grid: the
+        modified Hausdorff distance of Dubuisson & Jain (scikit-image
+        `hausdorff_distance(method="modified")`), i.e. the larger of the two
+        mean directed distances, between the masks' boundary pixels
+  P     precision = |A∩B| / |A|   (A = prediction)
+  R     recall    = |A∩B| / |B|   (B = reference)
+Empty-mask rule: when prediction and reference are both empty every score is
+perfect (DS = JS = P = R = 1, HD = 0); when exactly one is empty, DS = JS = 0,
+P and R are 0 where their denominator is non-empty (1 where it is empty) and
+HD is undefined (NaN) — tables then report the mean over defined values and
+the number of undefined ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.metrics import hausdorff_distance, structural_similarity
+from skimage.segmentation import find_boundaries
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
+
+SEGMENTATION_METRICS = ("dice", "jaccard", "ssim", "hausdorff", "precision", "recall")
+CLASSIFICATION_METRICS = ("accuracy", "f1_normal", "f1_pneumonia", "auc")
+
+
+def segmentation_scores(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
+    inter = np.logical_and(pred, ref).sum()
+    n_pred, n_ref = pred.sum(), ref.sum()
+    union = np.logical_or(pred, ref).sum()
+    if n_pred == 0 and n_ref == 0:
+        return {"dice": 1.0, "jaccard": 1.0, "ssim": 1.0, "hausdorff": 0.0, "precision": 1.0, "recall": 1.0}
+    ssim = structural_similarity(pred.astype(np.float64), ref.astype(np.float64), data_range=1.0)
+    if n_pred == 0 or n_ref == 0:
+        hd = float("nan")
+    else:
+        hd = float(hausdorff_distance(find_boundaries(pred, mode="inner"), find_boundaries(ref, mode="inner"),
+                                      method="modified"))
+    return {
+        "dice": float(2 * inter / (n_pred + n_ref)),
+        "jaccard": float(inter / union),
+        "ssim": float(ssim),
+        "hausdorff": hd,
+        "precision": float(inter / n_pred) if n_pred else 1.0 * (n_ref == 0),
+        "recall": float(inter / n_ref) if n_ref else 1.0 * (n_pred == 0),
+    }
+
+
+def classification_scores(labels, probabilities) -> dict[str, float]:
+    """`probabilities`: P(pneumonia) per image; the prediction is P >= 0.5."""
+    labels = np.asarray(labels, int)
+    probabilities = np.asarray(probabilities, float)
+    pred = (probabilities >= 0.5).astype(int)
+    both = len(np.unique(labels)) == 2
+    return {
+        "accuracy": float(accuracy_score(labels, pred)),
+        "f1_normal": float(f1_score(labels, pred, pos_label=0, zero_division=0)),
+        "f1_pneumonia": float(f1_score(labels, pred, pos_label=1, zero_division=0)),
+        "auc": float(roc_auc_score(labels, probabilities)) if both else float("nan"),
+    }
+
+
+def roc(labels, probabilities) -> tuple[np.ndarray, np.ndarray]:
+    fpr, tpr, _ = roc_curve(np.asarray(labels, int), np.asarray(probabilities, float))
+    return fpr, tpr

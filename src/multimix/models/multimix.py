@@ -1,0 +1,154 @@
+"""The MultiMix network (paper Tables 4 and 5, Appendix A).
+
+Encoder: five double-convolution blocks 1→16→32→64→128→256 (conv3x3 →
+InstanceNorm → LeakyReLU 0.2, twice, then Dropout 0.25), max-pooling between
+them. Classification head: MaxPool(2) → global average pool → Linear(256, 2)
+(class 0 = normal, 1 = pneumonia).
+
+Decoder: bilinear ×2 upsampling, skip connections, four double-convolution
+blocks 386→128 (with the saliency bridge) / 192→64 / 96→32 / 48→16 and a 1x1
+convolution to one mask-logit channel. Without the bridge (U-Net, UMTL
+baselines) the first block takes 384 channels.
+
+Saliency bridge (section 2.3): |∂ predicted-class logit / ∂ input| per
+image, from a separate pass with dropout off; no gradient flows through it.
+It is concatenated with the input image (2 channels), area-averaged to the
+32x32 grid of the first decoder stage and joined there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENCODER_CHANNELS = (16, 32, 64, 128, 256)
+
+
+class Dropout(nn.Module):
+    """Inverted dropout, as nn.Dropout, with the keep-mask drawn by `rand_like`:
+    on CPU that is about three times faster than the Bernoulli kernel behind
+    nn.Dropout, and dropout runs on every activation of the network."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        out = x * (torch.rand_like(x) >= self.p)
+        return out.mul_(1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class DoubleConv(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, dropout: float, slope: float):
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            nn.InstanceNorm2d(c_out),  # no affine parameters, no running stats: same in train and eval
+            nn.LeakyReLU(slope),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
+            nn.InstanceNorm2d(c_out),
+            nn.LeakyReLU(slope),
+            Dropout(dropout),
+        )
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor | None = None  # (B, 2)
+    mask_logits: torch.Tensor | None = None  # (B, 1, H, W)
+    saliency: torch.Tensor | None = None  # (B, 1, H, W), detached
+
+
+class MultiMixNet(nn.Module):
+    def __init__(self, bridge: bool = True, dropout: float = 0.25, slope: float = 0.2, classes: int = 2):
+        super().__init__()
+        self.bridge = bridge
+        chans = ENCODER_CHANNELS
+        self.encoder = nn.ModuleList(
+            [DoubleConv(c_in, c_out, dropout, slope) for c_in, c_out in zip((1,) + chans[:-1], chans)]
+        )
+        self.classifier = nn.Linear(chans[-1], classes)
+        bridge_channels = 2 if bridge else 0
+        ins = [chans[4] + chans[3] + bridge_channels, chans[3] + chans[2], chans[2] + chans[1], chans[1] + chans[0]]
+        outs = [chans[3], chans[2], chans[1], chans[0]]
+        self.decoder = nn.ModuleList([DoubleConv(i, o, dropout, slope) for i, o in zip(ins, outs)])
+        self.head = nn.Conv2d(chans[0], 1, 1)
+
+    # -- pieces ------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of the five blocks (256², 128², 64², 32², 16² for 256² input)."""
+        features = []
+        for i, block in enumerate(self.encoder):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            features.append(x)
+        return features
+
+    def classify(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        pooled = F.adaptive_avg_pool2d(F.max_pool2d(bottleneck, 2), 1).flatten(1)
+        return self.classifier(pooled)
+
+    def decode(self, features: list[torch.Tensor], bridge: torch.Tensor | None) -> torch.Tensor:
+        x = features[-1]
+        for i, block in enumerate(self.decoder):
+            skip = features[-2 - i]
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            parts = [x, skip]
+            if i == 0 and bridge is not None:
+                # Area averaging (anti-aliased): bilinear sampling at 1/8 scale would
+                # read 2 of every 8 saliency columns and miss the rest.
+                parts.append(F.adaptive_avg_pool2d(bridge, skip.shape[-2:]))
+            x = block(torch.cat(parts, dim=1))
+        return self.head(x)
+
+    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+        """|∂ max-class logit / ∂ x| per image; dropout off; detached.
+
+        Computed in its own forward/backward pass with the network in eval
+        mode, then the previous mode is restored exactly (the reference code
+        left it in train mode, keeping dropout on at test time). Only the
+        gradient with respect to the input is requested, so no parameter
+        gradient is computed or accumulated.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.enable_grad():
+                probe = x.detach().requires_grad_(True)
+                logits = self.classify(self.encode(probe)[-1])
+                # Images are independent (instance norm, no batch statistics),
+                # so the gradient of the summed scores is each image's own.
+                score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+                (grad,) = torch.autograd.grad(score, probe)
+        finally:
+            self.train(was_training)
+        return grad.abs().detach()
+
+    # -- whole passes ---------------------------------------------------------
+    def forward(self, x: torch.Tensor, with_decoder: bool = True, with_classifier: bool = True) -> Output:
+        """Classification logits and (optionally) mask logits for a batch.
+
+        Images used only for classification skip the decoder and the saliency
+        pass entirely (`with_decoder=False`): they need neither.
+        """
+        out = Output()
+        bridge = None
+        if with_decoder and self.bridge:
+            out.saliency = self.saliency(x)
+            bridge = torch.cat([x, out.saliency.to(x.dtype)], dim=1)
+        features = self.encode(x)
+        if with_classifier:
+            out.logits = self.classify(features[-1])
+        if with_decoder:
+            out.mask_logits = self.decode(features, bridge)
+        return out
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,323 @@
+"""`multimix report`: the paper's tables and figures for every run of a study.
+
+Reads the outputs of `evaluate` for the runs in `train.runs` and writes to
+`reports/` (the `report.dir` parameter):
+  table2_in_domain.{md,csv}     CheX (classification) + JSRT (segmentation)
+  table3_cross_domain.{md,csv}  NIHX (classification) + MCU (segmentation)
+      rows: model x |D_l^c| x |D_l^s|; cells: mean ± std over repeats; the
+      `p` columns hold the paired Student's t-test (scipy `ttest_rel`) of
+      MultiMix against that row's model, on per-image scores (Dice for
+      segmentation, correctness for classification) averaged over repeats,
+      with MultiMix at the same label counts;
+  paper_comparison.md           our MultiMix rows beside the paper's Tables 2-3;
+  figures/*.png                 Dice distributions, accuracy vs label count, ROC
+      curves, Bland-Altman of lung pixel counts, boundary overlays (reference
+      green, prediction red), saliency maps for classification and
+      segmentation images.
+Figures and tables are also logged to an MLflow run named `report` in the
+study's experiment.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from multimix import metrics, tracking
+from multimix.config import Config
+from multimix.errors import InputError
+from multimix.evaluation import eval_dir
+from multimix.presets import run_spec
+
+CLS_COLUMNS = {"accuracy": "Acc", "f1_normal": "F1-N", "f1_pneumonia": "F1-P", "auc": "AUC"}
+SEG_COLUMNS = {"dice": "DS", "jaccard": "JS", "ssim": "SSIM", "hausdorff": "HD", "precision": "P", "recall": "R"}
+DOMAINS = {"in-domain": ("chex", "jsrt", "table2_in_domain"), "cross-domain": ("nihx", "mcu", "table3_cross_domain")}
+PRESET_ORDER = ["unet", "enc", "enc_ssl", "enc_mm", "umtl", "umtl_s", "umtl_ssl", "umtl_ssl_s", "multimix"]
+
+
+def load_runs(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(run-level summary, per-image rows, examples per run) of every evaluated run."""
+    summaries, images, examples = [], [], {}
+    for name, raw in cfg.train.runs.items():
+        spec = run_spec(name, raw)
+        folder = eval_dir(cfg, name)
+        if not (folder / "metrics.json").exists():
+            raise InputError(f"{folder / 'metrics.json'}: not found (run `multimix evaluate --run {name}` first)")
+        for dataset, values in json.loads((folder / "metrics.json").read_text()).items():
+            summaries.append({"run": name, "preset": spec.preset, "cls_labels": spec.classification_labels or "",
+                              "seg_labels": spec.segmentation_labels or "", "repeat": spec.repeat,
+                              "dataset": dataset} | values)
+        frame = pd.read_csv(folder / "per_image.csv")
+        if len(frame):
+            frame["cls_labels"] = spec.classification_labels or ""
+            frame["seg_labels"] = spec.segmentation_labels or ""
+            frame["repeat"] = spec.repeat
+            images.append(frame)
+        with np.load(folder / "examples.npz") as npz:
+            examples[name] = {k: npz[k] for k in npz.files}
+    return pd.DataFrame(summaries), (pd.concat(images, ignore_index=True) if images else pd.DataFrame()), examples
+
+
+def _fmt(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "—"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3f}"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def _paired_p(images: pd.DataFrame, dataset: str, score: str, model: pd.Series, label_key: str) -> float:
+    """Paired t-test of MultiMix vs `model` on per-image scores, same label count."""
+    if model["preset"] == "multimix":
+        return float("nan")
+    subset = images[images["dataset"] == dataset]
+    ours = subset[(subset["preset"] == "multimix") & (subset[label_key] == model[label_key])]
+    theirs = subset[(subset["preset"] == model["preset"]) & (subset["cls_labels"] == model["cls_labels"])
+                    & (subset["seg_labels"] == model["seg_labels"])]
+    if ours.empty or theirs.empty:
+        return float("nan")
+    a = ours.groupby("id")[score].mean()
+    b = theirs.groupby("id")[score].mean()
+    common = a.index.intersection(b.index)
+    if len(common) < 2 or np.allclose(a[common].to_numpy(), b[common].to_numpy()):
+        return float("nan") if len(common) < 2 else 1.0
+    return float(stats.ttest_rel(a[common], b[common]).pvalue)
+
+
+def domain_table(summary: pd.DataFrame, images: pd.DataFrame, domain: str) -> pd.DataFrame:
+    cls_ds, seg_ds, _ = DOMAINS[domain]
+    if not images.empty and "probability" in images:
+        images = images.assign(correct=((images["probability"] >= 0.5).astype(float) == images["label"]).astype(float))
+    keys = ["preset", "cls_labels", "seg_labels"]
+    models = summary[keys].drop_duplicates()
+    models = models.assign(order=models["preset"].map(PRESET_ORDER.index)).sort_values(["order", "cls_labels", "seg_labels"])
+    rows = []
+    for _, model in models.iterrows():
+        mine = summary[(summary[keys] == model[keys]).all(axis=1)]
+        row = {"Model": model["preset"], "|D_l^c|": model["cls_labels"] or "—", "|D_l^s|": model["seg_labels"] or "—"}
+        cls = mine[mine["dataset"] == cls_ds]
+        for key, col in CLS_COLUMNS.items():
+            row[col] = _fmt(cls[key]) if key in cls else "—"
+        row["p (Acc)"] = _paired_p(images, cls_ds, "correct", model, "cls_labels") if not cls.empty else float("nan")
+        seg = mine[mine["dataset"] == seg_ds]
+        for key, col in SEG_COLUMNS.items():
+            row[col] = _fmt(seg[key]) if key in seg else "—"
+        row["p (DS)"] = _paired_p(images, seg_ds, "dice", model, "seg_labels") if not seg.empty else float("nan")
+        row["repeats"] = int(mine["repeat"].nunique())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for col in ("p (Acc)", "p (DS)"):
+        table[col] = table[col].map(lambda p: "—" if not np.isfinite(p) else f"{p:.3g}")
+    return table
+
+
+def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
+    paper = pd.read_csv(resources.files("multimix").joinpath("paper_tables.csv").open(), comment="#", dtype={"cls_labels": str, "seg_labels": str})
+    ours = summary[summary["preset"] == "multimix"]
+    rows = []
+    for _, ref in paper.iterrows():
+        match = ours[(ours["dataset"] == ref["dataset"]) & (ours["cls_labels"].astype(str) == str(ref["cls_labels"]))
+                     & (ours["seg_labels"].astype(str) == str(ref["seg_labels"]))]
+        if match.empty or ref["metric"] not in match:
+            continue
+        rows.append({"table": ref["table"], "dataset": ref["dataset"], "|D_l^c|": ref["cls_labels"],
+                     "|D_l^s|": ref["seg_labels"], "metric": ref["metric"],
+                     "paper": f"{ref['mean']:.3f} ± {ref['std']:.3f}", "ours": _fmt(match[ref["metric"]])})
+    return pd.DataFrame(rows, columns=["table", "dataset", "|D_l^c|", "|D_l^s|", "metric", "paper", "ours"])
+
+
+# ------------------------------------------------------------------ figures
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(frame_or_row) -> str:
+    parts = [frame_or_row["preset"]]
+    if frame_or_row["cls_labels"]:
+        parts.append(f"c{frame_or_row['cls_labels']}")
+    if frame_or_row["seg_labels"]:
+        parts.append(f"s{frame_or_row['seg_labels']}")
+    return "-".join(parts)
+
+
+def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Path) -> list[Path]:
+    plt = _plt()
+    from skimage.segmentation import find_boundaries
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    def save(fig, name):
+        path = out / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+
+    seg = images[images["task"] == "segmentation"] if not images.empty else images
+    cls = images[images["task"] == "classification"] if not images.empty else images
+    if not seg.empty:
+        seg = seg.assign(model=seg.apply(_label, axis=1))
+        datasets = sorted(seg["dataset"].unique())
+        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+        for ax, ds in zip(axes[0], datasets):
+            part = seg[seg["dataset"] == ds]
+            names = sorted(part["model"].unique())
+            ax.boxplot([part.loc[part["model"] == n, "dice"] for n in names], tick_labels=names)
+            ax.set_title(f"Dice per image — {ds} test")
+            ax.set_ylabel("Dice")
+            ax.tick_params(axis="x", rotation=30)
+        save(fig, "dice_distribution.png")
+
+        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+        for ax, ds in zip(axes[0], datasets):
+            part = seg[(seg["dataset"] == ds) & (seg["preset"] == "multimix")]
+            if part.empty:
+                part = seg[seg["dataset"] == ds]
+            for name, grp in part.groupby("model"):
+                mean = (grp["pred_pixels"] + grp["ref_pixels"]) / 2
+                diff = grp["pred_pixels"] - grp["ref_pixels"]
+                ax.scatter(mean, diff, s=12, label=name)
+                bias, sd = diff.mean(), diff.std(ddof=1) if len(diff) > 1 else 0.0
+                ax.axhline(bias, color="k", lw=0.8)
+                for k in (-1.96, 1.96):
+                    ax.axhline(bias + k * sd, color="k", lw=0.6, ls="--")
+            ax.set_title(f"Bland–Altman, lung pixels — {ds}")
+            ax.set_xlabel("mean of predicted and reference pixels")
+            ax.set_ylabel("predicted − reference")
+            ax.legend(fontsize=7)
+        save(fig, "bland_altman.png")
+
+    if not cls.empty:
+        cls = cls.assign(model=cls.apply(_label, axis=1))
+        datasets = sorted(cls["dataset"].unique())
+        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+        for ax, ds in zip(axes[0], datasets):
+            for name, grp in cls[cls["dataset"] == ds].groupby("model"):
+                if grp["label"].nunique() < 2:
+                    continue
+                fpr, tpr = metrics.roc(grp["label"], grp["probability"])
+                auc = metrics.classification_scores(grp["label"], grp["probability"])["auc"]
+                ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+            ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")
+            ax.set_title(f"ROC — {ds} test")
+            ax.set_xlabel("false positive rate")
+            ax.set_ylabel("true positive rate")
+            ax.legend(fontsize=7)
+        save(fig, "roc.png")
+
+        acc = summary[summary["dataset"].isin(datasets) & summary["accuracy"].notna()] if "accuracy" in summary else None
+        if acc is not None and not acc.empty:
+            fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+            order = {"full": 10**9}
+            for ax, ds in zip(axes[0], datasets):
+                part = acc[acc["dataset"] == ds]
+                for (preset, seg_labels), grp in part.groupby(["preset", "seg_labels"]):
+                    g = grp.groupby("cls_labels")["accuracy"].agg(["mean", "std"]).reset_index()
+                    g["x"] = g["cls_labels"].map(lambda v: order.get(v, None) or int(v))
+                    g = g.sort_values("x")
+                    ax.errorbar(range(len(g)), g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3,
+                                label=f"{preset}" + (f"-s{seg_labels}" if seg_labels else ""))
+                    ax.set_xticks(range(len(g)), g["cls_labels"])
+                ax.set_title(f"Accuracy vs |D_l^c| — {ds}")
+                ax.set_xlabel("labelled classification images")
+                ax.set_ylabel("accuracy")
+                ax.legend(fontsize=7)
+            save(fig, "accuracy_vs_labels.png")
+
+    # Boundary overlays and saliency maps from the stored examples.
+    seg_runs = {r: e for r, e in examples.items() if any(k.endswith("_pred") for k in e)}
+    if seg_runs:
+        datasets = sorted({k[: -len("_pred")] for e in seg_runs.values() for k in e if k.endswith("_pred")})
+        fig, axes = plt.subplots(len(datasets), len(seg_runs), figsize=(3 * len(seg_runs), 3 * len(datasets)),
+                                 squeeze=False)
+        for j, (run, ex) in enumerate(sorted(seg_runs.items())):
+            for i, ds in enumerate(datasets):
+                ax = axes[i, j]
+                ax.axis("off")
+                if f"{ds}_pred" not in ex:
+                    continue
+                image = ex[f"{ds}_image"][0]
+                overlay = np.stack([image] * 3, -1)
+                overlay[find_boundaries(ex[f"{ds}_ref"][0])] = [0, 1, 0]
+                overlay[find_boundaries(ex[f"{ds}_pred"][0])] = [1, 0, 0]
+                ax.imshow(overlay)
+                ax.set_title(f"{run}\n{ds}", fontsize=7)
+        save(fig, "boundaries.png")
+
+    for task, suffix in (("classification", "_probability"), ("segmentation", "_pred")):
+        chosen = next((e for r, e in sorted(examples.items()) if r.startswith("multimix") and
+                       any(k.endswith(suffix) for k in e) and any(k.endswith("_saliency") for k in e)), None)
+        chosen = chosen or next((e for e in examples.values() if any(k.endswith("_saliency") for k in e)), None)
+        if chosen is None:
+            continue
+        keys = sorted(k[: -len("_image")] for k in chosen if k.endswith("_image"))
+        keys = [k for k in keys if (f"{k}_pred" in chosen) == (task == "segmentation")]
+        if not keys:
+            continue
+        n = max(len(chosen[f"{k}_image"]) for k in keys)
+        fig, axes = plt.subplots(2 * len(keys), n, figsize=(2.2 * n, 4.4 * len(keys)), squeeze=False)
+        for i, ds in enumerate(keys):
+            for j in range(len(chosen[f"{ds}_image"])):
+                label = chosen[f"{ds}_label"][j]
+                title = {0: "normal", 1: "pneumonia"}.get(int(label), "no label")
+                axes[2 * i, j].imshow(chosen[f"{ds}_image"][j], cmap="gray", vmin=0, vmax=1)
+                axes[2 * i, j].set_title(f"{ds}: {title}", fontsize=7)
+                axes[2 * i + 1, j].imshow(chosen[f"{ds}_saliency"][j], cmap="inferno")
+                axes[2 * i + 1, j].set_title("saliency", fontsize=7)
+        for ax in axes.flat:
+            ax.axis("off")
+        save(fig, f"saliency_{task}.png")
+    return paths
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    head = "| " + " | ".join(table.columns) + " |"
+    sep = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dict[str, Path]:
+    out = out or Path(cfg.report.dir)
+    summary, images, examples = load_runs(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for domain, (_, _, stem) in DOMAINS.items():
+        table = domain_table(summary, images, domain)
+        table.to_csv(out / f"{stem}.csv", index=False)
+        title = "Table 2 — in-domain (CheX, JSRT)" if domain == "in-domain" else "Table 3 — cross-domain (NIHX, MCU)"
+        (out / f"{stem}.md").write_text(f"# {title}\n\nmean ± std over repeats; p: paired t-test of MultiMix "
+                                        f"against the row's model on per-image scores.\n\n" + to_markdown(table))
+        written[stem] = out / f"{stem}.md"
+    comparison = paper_comparison(summary)
+    (out / "paper_comparison.md").write_text(
+        "# MultiMix: ours vs the paper (Tables 2–3)\n\nPaper values transcribed from the paper's tables "
+        "(src/multimix/paper_tables.csv). Synthetic data is not the paper's data: the comparison is "
+        "meaningful only on the real datasets.\n\n" + (to_markdown(comparison) if len(comparison) else
+                                                       "No MultiMix run matches a label setting of the paper.\n"))
+    written["paper_comparison"] = out / "paper_comparison.md"
+    summary.to_csv(out / "runs_summary.csv", index=False)
+    figs = figures(summary, images, examples, out / "figures")
+    for path in figs:
+        written[path.stem] = path
+    if use_mlflow:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        mlflow.set_experiment(cfg.train.study)
+        with mlflow.start_run(run_name="report", tags={"kind": "report"}):
+            for path in written.values():
+                mlflow.log_artifact(str(path), artifact_path="report" if path.suffix == ".md" else "figures")
+    return written

@@ -1,0 +1,28 @@
+"""Process-level tuning for CPU training."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory instead of returning it to the OS.
+
+    A training step allocates and frees the same large activation buffers over
+    and over; by default glibc serves each from a fresh mmap and unmaps it on
+    free, so every step pays page faults to zero the pages again (measured:
+    ~30% of a CPU step). Raising the mmap and trim thresholds to 1 GiB keeps
+    those buffers in the heap for reuse. No-op where glibc is not the libc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False

@@ -1,0 +1,489 @@
+"""`multimix train --run NAME`: Algorithm 1 of the paper, reproducibly.
+
+Four streams come from the split file: labelled / unlabelled x classification
+(CheX train) / segmentation (JSRT train), batch `train.batch_size` (10) each.
+With "full" labels the unlabelled stream of that task is the whole training
+pool, its labels ignored (the reference code ran zero steps there).
+
+One epoch = `train.steps_per_epoch` steps (default: enough batches to see the
+largest stream the preset uses once). Every epoch draws a fresh permutation of
+every stream and fresh augmentations, all from seeds derived from
+(run, repeat, epoch), so an epoch is a pure function of the weights it starts
+from: a killed run resumes from its last checkpoint and ends exactly as an
+uninterrupted one (on CPU).
+
+One training step (the efficient schedule; `bench/train_step.py` compares it
+with the reference's):
+  classification: the weak view of the unlabelled batch runs the encoder only,
+    without gradient, for pseudo-labels; labelled + strong views run the
+    encoder only, in one batch;
+  segmentation: labelled (+ unlabelled, for the consistency term) images run
+    one saliency pass and one encoder-decoder pass, in one batch.
+Classification images never touch the decoder or the saliency pass.
+
+Adam (lr 1e-4) with ×0.1 every 8 epochs; validation after every epoch in eval
+mode (dropout off everywhere) on JSRT val (Dice) and CheX val (accuracy); the
+best checkpoint is the one with the highest mean of the task scores the
+preset trains. Checkpoints are plain tensors and numbers, loadable with
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from multimix import augment, losses, tracking
+from multimix.config import Config, config_to_dict
+from multimix.data.loader import H5Images
+from multimix.errors import InputError
+from multimix.models.multimix import MultiMixNet, parameter_count
+from multimix.presets import RunSpec, Variant, run_spec
+
+
+def derive_seed(*parts) -> int:
+    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:12], 16)
+
+
+# ------------------------------------------------------------------ data streams
+class Batches(Dataset):
+    """Item k = the whole k-th batch of a precomputed epoch plan (read in file order)."""
+
+    def __init__(self, images: H5Images, plan: list[list[int]]):
+        self.images, self.plan = images, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, k: int) -> dict:
+        items = [self.images[i] for i in self.plan[k]]
+        batch = {"image": torch.stack([it["image"] for it in items]),
+                 "label": torch.tensor([it["label"] for it in items])}
+        if "mask" in items[0]:
+            batch["mask"] = torch.stack([it["mask"] for it in items])
+        return batch
+
+
+def epoch_plan(n: int, steps: int, batch: int, *seed_parts) -> list[list[int]]:
+    """`steps` batches of indices into a stream of n items: consecutive fresh
+    permutations (a new one each time the stream is exhausted)."""
+    order: list[int] = []
+    passes = 0
+    while len(order) < steps * batch:
+        gen = torch.Generator().manual_seed(derive_seed(*seed_parts, passes))
+        order += torch.randperm(n, generator=gen).tolist()
+        passes += 1
+    return [order[i * batch:(i + 1) * batch] for i in range(steps)]
+
+
+class Streams:
+    """The training streams and validation sets of one run."""
+
+    def __init__(self, cfg: Config, spec: RunSpec, splits: dict):
+        v = spec.variant
+        processed = cfg.processed_dir
+        self.train: dict[str, H5Images] = {}
+        self.val: dict[str, H5Images] = {}
+
+        def subset(task: str, size: str) -> tuple[list[str], list[str]]:
+            info = splits["subsets"].get(task)
+            if info is None or size not in info["sizes"]:
+                have = sorted(info["sizes"]) if info else []
+                raise InputError(f"{cfg.split_dir / 'splits.json'}: no {task} subset of size {size!r} "
+                                 f"(have {have}); add it to split.{task}_sizes")
+            part = info["sizes"][size]["repeats"].get(str(spec.repeat))
+            if part is None:
+                raise InputError(f"{cfg.split_dir / 'splits.json'}: no repeat {spec.repeat} (split.repeats)")
+            pool = part["labeled"] + part["unlabeled"]
+            # "full" labels: the unlabelled stream draws from the whole pool, labels ignored.
+            return part["labeled"], part["unlabeled"] or pool
+
+        if v.segmentation:
+            ds = cfg.split.segmentation_dataset
+            labelled, unlabelled = subset("segmentation", spec.segmentation_labels)
+            self.train["seg_l"] = H5Images(processed / f"{ds}.h5", labelled, masks=True)
+            if v.consistency:
+                self.train["seg_u"] = H5Images(processed / f"{ds}.h5", unlabelled, masks=False)
+            self.val["seg"] = H5Images(processed / f"{ds}.h5", splits["partitions"][ds]["val"], masks=True)
+        if v.classification:
+            ds = cfg.split.classification_dataset
+            labelled, unlabelled = subset("classification", spec.classification_labels)
+            self.train["cls_l"] = H5Images(processed / f"{ds}.h5", labelled, masks=False)
+            if v.ssl:
+                self.train["cls_u"] = H5Images(processed / f"{ds}.h5", unlabelled, masks=False)
+            self.val["cls"] = H5Images(processed / f"{ds}.h5", splits["partitions"][ds]["val"], masks=False)
+        for name, data in {**self.train, **self.val}.items():
+            if len(data) == 0:
+                raise InputError(f"stream {name} of run {spec.name} is empty; check the split file and label counts")
+
+    def steps_per_epoch(self, cfg: Config) -> int:
+        if cfg.train.steps_per_epoch:
+            return cfg.train.steps_per_epoch
+        return max(math.ceil(len(d) / cfg.train.batch_size) for d in self.train.values())
+
+    def loaders(self, cfg: Config, spec: RunSpec, epoch: int, steps: int):
+        """One DataLoader per stream for this epoch; each yields whole batches."""
+        out = {}
+        for name, data in self.train.items():
+            plan = epoch_plan(len(data), steps, cfg.train.batch_size, spec.name, spec.repeat, epoch, name)
+            out[name] = DataLoader(Batches(data, plan), batch_size=None, shuffle=False,
+                                   num_workers=cfg.train.num_workers)
+        return out
+
+
+# ------------------------------------------------------------------ one step
+def train_step(model: MultiMixNet, batch: dict, variant: Variant, cfg: Config, gen: torch.Generator,
+               epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one step (Eq. 5) with the efficient schedule; returns (loss, logged terms)."""
+    tc, lc = cfg.train, cfg.train.loss
+    terms: dict[str, float] = {}
+    total = torch.zeros((), device=next(model.parameters()).device)
+    if variant.classification:
+        x_l = augment.weak(batch["cls_l"]["image"], gen)
+        y_l = batch["cls_l"]["label"]
+        if variant.ssl == "fixmatch":
+            x_u = batch["cls_u"]["image"]
+            x_w, x_s = augment.weak(x_u, gen), augment.strong(x_u, gen, tc.strong_max_ops)
+            with torch.no_grad():
+                weak_logits = model(x_w, with_decoder=False).logits
+            logits = model(torch.cat([x_l, x_s]), with_decoder=False).logits
+            ce = F.cross_entropy(logits[: len(x_l)].float(), y_l)
+            unsup, rate, _, _ = losses.fixmatch_loss(weak_logits, logits[len(x_l):], lc.threshold)
+            total = total + ce + lc.lambda_u * unsup
+            terms.update(loss_cls=ce.item(), loss_cls_unlabelled=unsup.item(), pseudo_label_rate=rate.item())
+        elif variant.ssl == "mixmatch":
+            mm = tc.mixmatch
+            x_u = batch["cls_u"]["image"]
+            with torch.no_grad():
+                views = [augment.weak(x_u, gen) for _ in range(mm.augmentations)]
+                probs = torch.stack([torch.softmax(model(v, with_decoder=False).logits.float(), 1) for v in views]).mean(0)
+                guess = losses.sharpen(probs, mm.temperature)
+            all_x = torch.cat([x_l] + views)
+            all_y = torch.cat([F.one_hot(y_l, 2).float()] + [guess] * mm.augmentations)
+            mixed_x, mixed_y = losses.mixup(all_x, all_y, mm.alpha, gen)
+            logits = model(mixed_x, with_decoder=False).logits.float()
+            n = len(x_l)
+            ce = -(mixed_y[:n] * F.log_softmax(logits[:n], 1)).sum(1).mean()
+            unsup = F.mse_loss(torch.softmax(logits[n:], 1), mixed_y[n:])
+            ramp = min(1.0, (epoch + 1) / max(mm.rampup_epochs, 1))
+            total = total + ce + mm.lambda_u * ramp * unsup
+            terms.update(loss_cls=ce.item(), loss_cls_unlabelled=unsup.item())
+        else:
+            ce = F.cross_entropy(model(x_l, with_decoder=False).logits.float(), y_l)
+            total = total + ce
+            terms.update(loss_cls=ce.item())
+    if variant.segmentation:
+        x_l, m_l = augment.weak(batch["seg_l"]["image"], gen, batch["seg_l"]["mask"])
+        x = x_l
+        if variant.consistency:
+            x = torch.cat([x_l, augment.weak(batch["seg_u"]["image"], gen)])
+        mask_logits = model(x, with_decoder=True, with_classifier=False).mask_logits
+        dice = losses.soft_dice_loss(mask_logits[: len(x_l)], m_l)
+        total = total + lc.alpha * dice
+        terms.update(loss_dice=dice.item())
+        if variant.consistency:
+            kl = losses.segmentation_consistency(mask_logits[: len(x_l)], mask_logits[len(x_l):])
+            total = total + lc.beta * kl
+            terms.update(loss_seg_consistency=kl.item())
+    terms["loss_total"] = total.item()
+    return total, terms
+
+
+# ------------------------------------------------------------------ validation
+def dice_scores(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    pred = (mask_logits > 0).float().flatten(1)
+    ref = masks.float().flatten(1)
+    inter = (pred * ref).sum(1)
+    denom = pred.sum(1) + ref.sum(1)
+    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+
+
+@torch.no_grad()
+def validate(model: MultiMixNet, streams: Streams, device, amp, batch_size: int = 10) -> dict[str, float]:
+    """Forward passes over the validation sets in eval mode (dropout off)."""
+    model.eval()
+    metrics: dict[str, float] = {}
+    for name, data in streams.val.items():
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+        dices, correct, ce, n = [], 0, 0.0, 0
+        for batch in loader:
+            x = batch["image"].to(device)
+            with amp():
+                out = model(x, with_decoder=name == "seg", with_classifier=name == "cls")
+            if name == "seg":
+                dices.append(dice_scores(out.mask_logits.float(), batch["mask"].to(device)).cpu())
+            else:
+                y = batch["label"].to(device)
+                correct += (out.logits.argmax(1) == y).sum().item()
+                ce += F.cross_entropy(out.logits.float(), y, reduction="sum").item()
+                n += len(y)
+        if name == "seg":
+            metrics["val_dice"] = torch.cat(dices).mean().item()
+        else:
+            metrics["val_accuracy"] = correct / n
+            metrics["val_loss_cls"] = ce / n
+    model.train()
+    scores = [metrics[k] for k in ("val_dice", "val_accuracy") if k in metrics]
+    metrics["val_score"] = float(np.mean(scores))
+    return metrics
+
+
+# ------------------------------------------------------------------ figures
+def save_figures(model: MultiMixNet, streams: Streams, out_dir: Path, device, count: int) -> list[Path]:
+    """Saliency maps (and predicted vs reference lung boundaries) for a few validation images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from skimage.segmentation import find_boundaries
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    model.eval()
+    for name, data in streams.val.items():
+        n = min(count, len(data))
+        if n == 0:
+            continue
+        batch = next(iter(DataLoader(data, batch_size=n, shuffle=False)))
+        x = batch["image"].to(device)
+        saliency = model.saliency(x).cpu()
+        with torch.no_grad():
+            out = model(x, with_decoder=name == "seg", with_classifier=True)
+        rows = 3 if name == "seg" else 2
+        fig, axes = plt.subplots(rows, n, figsize=(2.2 * n, 2.2 * rows), squeeze=False)
+        for i in range(n):
+            image = batch["image"][i, 0].numpy()
+            axes[0, i].imshow(image, cmap="gray", vmin=0, vmax=1)
+            pred = out.logits[i].argmax().item() if out.logits is not None else -1
+            axes[0, i].set_title(f"pred {['normal', 'pneumonia'][pred] if pred >= 0 else '-'}", fontsize=7)
+            axes[1, i].imshow(saliency[i, 0].numpy(), cmap="inferno")
+            axes[1, i].set_title("saliency", fontsize=7)
+            if name == "seg":
+                overlay = np.stack([image] * 3, -1)
+                ref = find_boundaries(batch["mask"][i, 0].numpy() > 0.5)
+                hyp = find_boundaries((out.mask_logits[i, 0] > 0).cpu().numpy())
+                overlay[ref] = [0, 1, 0]  # reference green
+                overlay[hyp] = [1, 0, 0]  # prediction red
+                axes[2, i].imshow(overlay)
+                axes[2, i].set_title("ref green / pred red", fontsize=7)
+        for ax in axes.flat:
+            ax.axis("off")
+        fig.tight_layout()
+        path = out_dir / f"{name}_val_saliency.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    model.train()
+    return paths
+
+
+# ------------------------------------------------------------------ the run
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but no CUDA device is available")
+    return torch.device(requested)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def data_digest(cfg: Config) -> str:
+    files = [cfg.split_dir / "splits.json"] + [cfg.processed_dir / f"{d}.h5" for d in
+                                                (cfg.split.segmentation_dataset, cfg.split.classification_dataset)]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        if path.suffix == ".h5" and path.exists():
+            import h5py
+
+            with h5py.File(path, "r") as f:  # content is named by its manifest hash and processing attrs
+                digest.update(json.dumps({k: str(v) for k, v in sorted(f.attrs.items())}).encode())
+        elif path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def resolved_params(cfg: Config, spec: RunSpec) -> dict:
+    """Everything that defines this run, as flat strings for MLflow."""
+    train = config_to_dict(cfg.train)
+    train.pop("runs")
+    tree = {"data": config_to_dict(cfg.data), "preprocess": config_to_dict(cfg.preprocess),
+            "split": config_to_dict(cfg.split), "train": train, "run": asdict(spec)}
+    flat = {}
+
+    def walk(prefix, node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = str(node)[:5000]
+
+    walk("", tree)
+    return flat
+
+
+def train(cfg: Config, run_name: str, device: str | None = None, show_progress: bool = True, log=print,
+          use_mlflow: bool = True, stop_after_epochs: int | None = None) -> dict:
+    """Train one configured run; resumable. `stop_after_epochs` ends early (for tests of resume)."""
+    if run_name not in cfg.train.runs:
+        raise InputError(f"params.yaml: train.runs has no run {run_name!r} (have {', '.join(cfg.train.runs) or 'none'})")
+    spec = run_spec(run_name, cfg.train.runs[run_name])
+    variant = spec.variant
+    tc = cfg.train
+    splits_path = cfg.split_dir / "splits.json"
+    if not splits_path.is_file():
+        raise InputError(f"{splits_path}: not found (run `multimix split` first)")
+    splits = json.loads(splits_path.read_text())
+    streams = Streams(cfg, spec, splits)
+    dev = pick_device(device or tc.device)
+    if dev.type == "cpu":
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    cuda = dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+
+    def amp():
+        return torch.autocast("cuda", dtype=amp_dtype) if cuda else contextlib.nullcontext()
+
+    params = resolved_params(cfg, spec)
+    fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()
+                                 + data_digest(cfg).encode() + tracking.source_digest().encode()).hexdigest()
+
+    torch.manual_seed(derive_seed(spec.name, spec.repeat, "init"))
+    model = MultiMixNet(bridge=variant.bridge).to(dev)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=tc.lr_step_epochs, gamma=tc.lr_gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
+
+    run_dir = cfg.runs_dir / spec.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    start_epoch, best_score, best_epoch, history, mlflow_id = 0, -math.inf, -1, [], ""
+    if last_path.exists():
+        ckpt = torch.load(last_path, map_location=dev, weights_only=True)
+        if ckpt.get("fingerprint") == fingerprint:
+            model.load_state_dict(ckpt["model"])
+            optimiser.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            start_epoch, best_score, best_epoch = ckpt["epoch"] + 1, ckpt["best_score"], ckpt["best_epoch"]
+            history, mlflow_id = list(ckpt["history"]), ckpt.get("mlflow_run_id", "")
+            log(f"{spec.name}: resuming after epoch {ckpt['epoch'] + 1} of {tc.epochs}")
+        else:
+            log(f"{spec.name}: {last_path} belongs to other parameters, code or data; starting afresh")
+
+    mlflow = None
+    if use_mlflow:
+        import mlflow as _mlflow
+
+        mlflow = _mlflow
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        mlflow.set_experiment(tc.study)
+        known = False
+        if mlflow_id:  # continue the interrupted run's record, if the store still has it
+            try:
+                known = mlflow.get_run(mlflow_id) is not None
+            except Exception:
+                known = False
+        active = mlflow.start_run(run_id=mlflow_id if known else None, run_name=None if known else spec.name)
+        mlflow_id = active.info.run_id
+        if not known:
+            mlflow.log_params(params)
+            mlflow.set_tags({
+                "preset": spec.preset, "segmentation_labels": str(spec.segmentation_labels),
+                "classification_labels": str(spec.classification_labels), "repeat": str(spec.repeat),
+                "git_commit": tracking.git_commit(), "data_digest": data_digest(cfg),
+                "source_digest": tracking.source_digest(), "device": str(dev),
+                "parameters": str(parameter_count(model)),
+            })
+    steps = streams.steps_per_epoch(cfg)
+    images_per_step = sum(tc.batch_size for _ in streams.train)
+    end_epoch = tc.epochs if stop_after_epochs is None else min(tc.epochs, start_epoch + stop_after_epochs)
+    try:
+        for epoch in range(start_epoch, end_epoch):
+            # Every random draw of the epoch follows from (run, repeat, epoch): resumable exactly.
+            torch.manual_seed(derive_seed(spec.name, spec.repeat, epoch, "torch"))
+            gen = torch.Generator().manual_seed(derive_seed(spec.name, spec.repeat, epoch, "augment"))
+            model.train()
+            loaders = streams.loaders(cfg, spec, epoch, steps)
+            sums: dict[str, float] = {}
+            start = time.perf_counter()
+            bar = tqdm(zip(*loaders.values()), total=steps, desc=f"{spec.name} epoch {epoch + 1}/{tc.epochs}",
+                       disable=not show_progress, leave=False)
+            for parts in bar:
+                batch = {}
+                for name, part in zip(loaders, parts):
+                    batch[name] = {k: v.to(dev, non_blocking=True) for k, v in part.items()}
+                    if cuda:
+                        batch[name]["image"] = batch[name]["image"].contiguous(memory_format=torch.channels_last)
+                with amp():
+                    loss, terms = train_step(model, batch, variant, cfg, gen, epoch)
+                optimiser.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.set_postfix(loss=f"{terms['loss_total']:.3f}")
+            seconds = time.perf_counter() - start
+            record = {k: v / steps for k, v in sums.items()}
+            record.update(lr=optimiser.param_groups[0]["lr"], images_per_s=steps * images_per_step / seconds,
+                          epoch_seconds=seconds)
+            scheduler.step()
+            record.update(validate(model, streams, dev, amp))
+            record["epoch"] = epoch
+            history.append(record)
+            improved = record["val_score"] > best_score
+            if improved:
+                best_score, best_epoch = record["val_score"], epoch
+                _atomic_save({"model": model.state_dict(), "epoch": epoch, "val_score": best_score,
+                              "preset": spec.preset, "bridge": variant.bridge, "run": asdict(spec)}, best_path)
+            _atomic_save({"model": model.state_dict(), "optimizer": optimiser.state_dict(),
+                          "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score,
+                          "best_epoch": best_epoch, "history": history, "fingerprint": fingerprint,
+                          "mlflow_run_id": mlflow_id}, last_path)
+            if mlflow:
+                mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=epoch)
+            log(f"{spec.name} epoch {epoch + 1}/{tc.epochs}: loss {record.get('loss_total', 0):.4f}, "
+                f"val_score {record['val_score']:.4f}{' (best)' if improved else ''}, {record['images_per_s']:.1f} img/s")
+        finished = len(history) >= tc.epochs
+        summary = {"run": spec.name, "preset": spec.preset, "epochs_done": len(history), "best_epoch": best_epoch,
+                   "best_val_score": best_score, "parameters": parameter_count(model), "device": str(dev),
+                   "mlflow_run_id": mlflow_id,
+                   "best": next((h for h in history if h["epoch"] == best_epoch), {})}
+        if finished:
+            best = torch.load(best_path, map_location=dev, weights_only=True)
+            model.load_state_dict(best["model"])
+            figures = save_figures(model, streams, run_dir / "figures", dev, tc.figures)
+            pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+            (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+            if mlflow:
+                mlflow.log_artifact(str(best_path), artifact_path="model")  # a state_dict (see README)
+                mlflow.log_dict(params, "config.json")
+                for path in figures:
+                    mlflow.log_artifact(str(path), artifact_path="figures")
+                mlflow.log_metric("best_val_score", best_score)
+        return summary
+    finally:
+        if mlflow:
+            mlflow.end_run(status="FINISHED" if len(history) >= tc.epochs else "KILLED")

@@ -1,0 +1,138 @@
+"""The network, the saliency bridge, the loss terms and augmentation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from multimix import augment, losses
+from multimix.models.multimix import MultiMixNet, parameter_count
+
+
+def test_architecture_shapes_and_parameter_count():
+    model = MultiMixNet()
+    n = parameter_count(model)
+    print(f"MultiMix parameters: {n:,}")
+    assert 1_950_000 < n < 1_990_000  # ≈ 1.97 M as in the paper
+    assert model.decoder[0][0].in_channels == 386  # 256 up + 128 skip + 2 bridge
+    assert MultiMixNet(bridge=False).decoder[0][0].in_channels == 384
+    out = model(torch.rand(2, 1, 256, 256))
+    assert out.logits.shape == (2, 2)
+    assert out.mask_logits.shape == (2, 1, 256, 256)
+    assert out.saliency.shape == (2, 1, 256, 256) and not out.saliency.requires_grad
+    only_cls = model(torch.rand(2, 1, 256, 256), with_decoder=False)
+    assert only_cls.mask_logits is None and only_cls.saliency is None
+
+
+def test_saliency_is_the_input_gradient():
+    """Finite differences of the predicted-class logit match the saliency map."""
+    torch.manual_seed(0)
+    model = MultiMixNet(dropout=0.0).double()
+    x = torch.rand(1, 1, 32, 32, dtype=torch.float64)
+    saliency = model.saliency(x)
+    model.eval()
+    with torch.no_grad():
+        cls = model(x, with_decoder=False).logits.argmax(1).item()
+        eps = 1e-6
+        for (r, c) in [(3, 4), (16, 16), (30, 1), (10, 22)]:
+            e = torch.zeros_like(x)
+            e[0, 0, r, c] = eps
+            up = model(x + e, with_decoder=False).logits[0, cls]
+            down = model(x - e, with_decoder=False).logits[0, cls]
+            numeric = abs((up - down).item() / (2 * eps))
+            assert abs(numeric - saliency[0, 0, r, c].item()) < 1e-5 * max(1.0, numeric)
+
+
+def test_saliency_restores_the_mode_and_is_dropout_free():
+    torch.manual_seed(0)
+    model = MultiMixNet()
+    x = torch.rand(2, 1, 64, 64)
+    model.train()
+    a, b = model.saliency(x), model.saliency(x)
+    assert torch.equal(a, b)  # no dropout inside the saliency pass
+    assert model.training
+    model.eval()
+    model.saliency(x)
+    assert not model.training  # eval stays eval (the reference flipped it back to train)
+    assert all(not m.training for m in model.modules())
+
+
+def test_no_dropout_in_eval_mode():
+    torch.manual_seed(0)
+    model = MultiMixNet().eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x).mask_logits, model(x).mask_logits)
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(x).mask_logits, model(x).mask_logits)
+
+
+def test_segmentation_consistency_is_nonzero_and_carries_gradient():
+    torch.manual_seed(0)
+    labelled = torch.randn(3, 1, 16, 16, requires_grad=True)
+    unlabelled = torch.randn(4, 1, 16, 16, requires_grad=True)
+    kl = losses.segmentation_consistency(labelled, unlabelled)
+    assert kl.item() > 1e-3
+    kl.backward()
+    assert unlabelled.grad.abs().sum() > 0
+    assert labelled.grad is None or labelled.grad.abs().sum() == 0  # the labelled side is the target
+    same = torch.zeros(2, 1, 8, 8)
+    assert losses.segmentation_consistency(same, same).item() < 1e-6
+
+
+def test_bernoulli_kl_by_hand():
+    p, q = torch.tensor([0.5]), torch.tensor([0.25])
+    expected = 0.5 * torch.log(torch.tensor(0.5 / 0.25)) + 0.5 * torch.log(torch.tensor(0.5 / 0.75))
+    assert torch.allclose(losses.bernoulli_kl(p, q), expected)
+
+
+def test_pseudo_label_threshold_masks():
+    # softmax confidences: 0.8 (kept), 0.6 (dropped), 0.95 (kept)
+    probs = torch.tensor([[0.8, 0.2], [0.4, 0.6], [0.05, 0.95]])
+    weak = probs.log()
+    strong = torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.5, 0.5]])
+    loss, rate, pseudo, accepted = losses.fixmatch_loss(weak, strong, threshold=0.7)
+    assert pseudo.tolist() == [0, 1, 1]
+    assert accepted.tolist() == [1.0, 0.0, 1.0]
+    assert abs(rate.item() - 2 / 3) < 1e-6
+    per_image = F.cross_entropy(strong, pseudo, reduction="none")
+    assert torch.allclose(loss, (per_image[0] + per_image[2]) / 3)
+    none, rate0, _, _ = losses.fixmatch_loss(weak, strong, threshold=0.99)
+    assert none.item() == 0 and rate0.item() == 0
+
+
+def test_soft_dice():
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 2:6, 2:6] = 1
+    perfect = (target * 2 - 1) * 50  # logits ±50
+    assert losses.soft_dice_loss(perfect, target).item() < 1e-3
+    assert losses.soft_dice_loss(-perfect, target).item() > 0.9
+
+
+def test_augmentations_are_seeded_and_per_image():
+    x = torch.rand(6, 1, 64, 64)
+    mask = (torch.rand(6, 1, 64, 64) > 0.5).float()
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(augment.strong(x, g1), augment.strong(x, g2))
+    w1, m1 = augment.weak(x, torch.Generator().manual_seed(1), mask)
+    w2 = augment.weak(x, torch.Generator().manual_seed(1))
+    assert torch.equal(w1, w2) and set(m1.unique().tolist()) <= {0.0, 1.0}
+    same = x[:1].expand(6, -1, -1, -1).contiguous()
+    views = augment.strong(same, torch.Generator().manual_seed(0))
+    assert len({v.sum().item() for v in views}) > 1  # drawn per image, not per batch
+    assert views.min() >= 0 and views.max() <= 1
+
+
+def test_weak_shift_moves_the_mask_with_the_image():
+    x = torch.zeros(1, 1, 64, 64)
+    x[..., 20:30, 20:30] = 1
+    moved, mask = augment.weak(x, torch.Generator().manual_seed(3), x.clone())
+    assert torch.equal(moved > 0.5, mask > 0.5)
+
+
+def test_equalize_matches_a_flat_histogram():
+    x = torch.rand(2, 1, 32, 32) ** 3  # skewed
+    eq = augment.equalize(x)
+    hist = torch.histc(eq[0], bins=4, min=0, max=1)
+    assert hist.max() / hist.min() < 1.5

@@ -1,0 +1,131 @@
+"""report and compare on a tiny fake study in a temporary MLflow store."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from multimix.compare import compare
+from multimix.config import load_config
+from multimix.evaluation import _summarise
+from multimix.reporting import report
+
+from conftest import write_params
+
+RUNS = {
+    f"{preset}-r{r}": {"preset": preset, "segmentation_labels": 10, "classification_labels": 100, "repeat": r}
+    for preset in ("multimix", "umtl") for r in (0, 1)
+} | {f"unet-r{r}": {"preset": "unet", "segmentation_labels": 10, "repeat": r} for r in (0, 1)}
+
+
+def fake_eval(folder, name, spec, rng):
+    """Per-image rows as `evaluate` writes them; MultiMix a little better than the others."""
+    bonus = 0.05 if spec["preset"] == "multimix" else 0.0
+    rows = []
+    tasks = [("jsrt", "in-domain", "segmentation"), ("mcu", "cross-domain", "segmentation")]
+    if spec["preset"] != "unet":
+        tasks += [("chex", "in-domain", "classification"), ("nihx", "cross-domain", "classification")]
+    summary = {}
+    for dataset, domain, task in tasks:
+        frame = []
+        for i in range(12):
+            row = {"run": name, "preset": spec["preset"], "dataset": dataset, "domain": domain, "task": task,
+                   "id": f"{dataset}/{i}"}
+            if task == "segmentation":
+                dice = float(np.clip(0.8 + bonus + 0.03 * rng.standard_normal(), 0, 1))
+                row.update(dice=dice, jaccard=dice / (2 - dice), ssim=dice, hausdorff=2 - dice, precision=dice,
+                           recall=dice, pred_pixels=int(1000 * dice + 50 * i), ref_pixels=1000 + 50 * i)
+            else:
+                label = i % 2
+                p = float(np.clip(0.5 + (0.3 + bonus) * (1 if label else -1) + 0.2 * rng.standard_normal(), 0, 1))
+                row.update(label=label, probability=p)
+            frame.append(row)
+        frame = pd.DataFrame(frame)
+        rows.append(frame)
+        summary[dataset] = {"domain": domain, "task": task} | _summarise(frame, task)
+    out = folder / name
+    out.mkdir(parents=True)
+    pd.concat(rows).to_csv(out / "per_image.csv", index=False)
+    (out / "metrics.json").write_text(json.dumps(summary))
+    img = rng.random((2, 32, 32)).astype(np.float32)
+    examples = {"jsrt_image": img, "jsrt_saliency": img, "jsrt_label": np.array([-1, -1]),
+                "jsrt_probability": np.array([0.5, 0.5]), "jsrt_pred": img > 0.5, "jsrt_ref": img > 0.4}
+    if spec["preset"] != "unet":
+        examples |= {"chex_image": img, "chex_saliency": img, "chex_label": np.array([0, 1]),
+                     "chex_probability": np.array([0.2, 0.9])}
+    np.savez_compressed(out / "examples.npz", **examples)
+    return summary
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    write_params(tmp_path, train={"study": "fake-study", "runs": RUNS}, evaluate={"dir": str(tmp_path / "eval")},
+                 report={"dir": str(tmp_path / "reports")})
+    cfg = load_config(tmp_path / "params.yaml")
+    rng = np.random.default_rng(0)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("fake-study")
+    for name, spec in RUNS.items():
+        summary = fake_eval(tmp_path / "eval", name, spec, rng)
+        with mlflow.start_run(run_name=name, tags={"preset": spec["preset"], "repeat": str(spec["repeat"]),
+                                                   "segmentation_labels": "10",
+                                                   "classification_labels": str(spec.get("classification_labels"))}):
+            for dataset, values in summary.items():
+                for key, value in values.items():
+                    if isinstance(value, (int, float)):
+                        mlflow.log_metric(f"test_{dataset}_{key}", value)
+    return tmp_path, cfg
+
+
+def test_report_tables_figures_and_mlflow(study):
+    folder, cfg = study
+    written = report(cfg)
+    table = pd.read_csv(folder / "reports" / "table2_in_domain.csv", dtype=str)
+    assert list(table["Model"]) == ["unet", "umtl", "multimix"]
+    mm = table[table.Model == "multimix"].iloc[0]
+    assert " ± " in mm["DS"] and " ± " in mm["Acc"] and mm["repeats"] == "2"
+    assert mm["p (DS)"] == "—"
+    unet = table[table.Model == "unet"].iloc[0]
+    assert float(unet["p (DS)"]) < 0.05  # MultiMix is better on every image by construction
+    assert unet["Acc"] == "—"
+    md = (folder / "reports" / "table3_cross_domain.md").read_text()
+    assert "| multimix | 100 | 10 |" in md
+    for name in ("dice_distribution", "roc", "bland_altman", "accuracy_vs_labels", "boundaries",
+                 "saliency_classification", "saliency_segmentation"):
+        assert (folder / "reports" / "figures" / f"{name}.png").stat().st_size > 1000, name
+    assert "paper_comparison" in written
+    assert "| 2 | chex | 100 | 10 | accuracy | 0.800 ± 0.025 |" in (folder / "reports" / "paper_comparison.md").read_text()
+    runs = mlflow.search_runs(experiment_names=["fake-study"], filter_string="tags.kind = 'report'")
+    assert len(runs) == 1
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs.iloc[0].run_id)}
+    assert {"figures", "report"} <= artifacts
+
+
+def test_compare_groups_repeats_and_marks_the_best(study):
+    out = io.StringIO()
+    table = compare(["fake-study"], stream=out)
+    text = out.getvalue()
+    assert set(table["preset"]) == {"multimix", "umtl", "unet"}
+    assert (table["repeats"] == 2).all()
+    mm_dice = table.loc[table.preset == "multimix", "test_jsrt_dice_mean"].item()
+    assert mm_dice == table["test_jsrt_dice_mean"].max()
+    line = next(l for l in text.splitlines() if " multimix " in l)
+    assert f"*{mm_dice:.3f} ±" in line
+    csv = io.StringIO()
+    compare(["fake-study"], preset="unet", csv=True, stream=csv)
+    parsed = pd.read_csv(io.StringIO(csv.getvalue()))
+    assert list(parsed["preset"]) == ["unet"] and "test_jsrt_dice_std" in parsed
+
+
+def test_compare_unknown_experiment(study):
+    from multimix.errors import InputError
+
+    with pytest.raises(InputError, match="no MLflow experiment named nope"):
+        compare(["nope"], stream=io.StringIO())

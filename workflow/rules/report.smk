@@ -1,0 +1,43 @@
+# Evaluation of every run, then the study report.
+
+REPORT = config["report"]["dir"]
+EVAL = config["evaluate"]["dir"]
+REPORT_FILES = [
+    f"{REPORT}/{name}"
+    for name in (
+        "table2_in_domain.md", "table2_in_domain.csv", "table3_cross_domain.md", "table3_cross_domain.csv",
+        "paper_comparison.md", "runs_summary.csv",
+    )
+]
+
+
+rule evaluate:
+    input:
+        f"{RUNS}/{{run}}/best.pt",
+        f"{RUNS}/{{run}}/metrics.json",
+        SPLITS,
+        PROCESSED,
+        code("evaluation.py", "metrics.py"),
+    output:
+        f"{EVAL}/{{run}}/per_image.csv",
+        f"{EVAL}/{{run}}/examples.npz",
+        f"{EVAL}/{{run}}/metrics.json",
+    params:
+        p=param_slice("evaluate.dir"),
+        run=lambda wildcards: run_slice(wildcards.run),
+    shell:
+        "multimix -q evaluate --run {wildcards.run}"
+
+
+rule report:
+    input:
+        expand(f"{EVAL}/{{run}}/{{name}}", run=RUN_NAMES, name=["per_image.csv", "examples.npz", "metrics.json"]),
+        code("reporting.py", "paper_tables.csv"),
+    output:
+        REPORT_FILES,
+        report(directory(f"{REPORT}/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
+               category="MultiMix"),
+    params:
+        p=param_slice("train.runs", "train.study", "report.dir"),
+    shell:
+        "multimix -q report"

@@ -1,0 +1,30 @@
+# Training: one job per entry of train.runs (name -> preset and label counts).
+
+TRAIN_SETTINGS = [
+    "train.study", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.batch_size", "train.lr",
+    "train.lr_step_epochs", "train.lr_gamma", "train.strong_max_ops", "train.loss", "train.mixmatch",
+]
+
+
+def run_slice(run):
+    """This run's own entry of train.runs: editing one run reruns only that run."""
+    return config["train"]["runs"][run]
+
+
+rule train:
+    input:
+        SPLITS,
+        PROCESSED,
+        code("training.py", "losses.py", "augment.py", "presets.py", "tracking.py", "models/multimix.py", "data/loader.py"),
+    output:
+        f"{RUNS}/{{run}}/best.pt",
+        f"{RUNS}/{{run}}/history.csv",
+        directory(f"{RUNS}/{{run}}/figures"),
+        f"{RUNS}/{{run}}/metrics.json",
+    params:
+        p=param_slice(*TRAIN_SETTINGS),
+        run=lambda wildcards: run_slice(wildcards.run),
+    resources:
+        gpu=1,
+    shell:
+        "multimix -q train --run {wildcards.run}"
