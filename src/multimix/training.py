@@ -111,20 +111,21 @@ class Streams:
             # "full" labels: the unlabelled stream draws from the whole pool, labels ignored.
             return part["labeled"], part["unlabeled"] or pool
 
+        # (task, stream prefix, dataset, labelled size, masks?, unlabelled stream wanted?)
+        tasks = []
         if v.segmentation:
-            ds = cfg.split.segmentation_dataset
-            labelled, unlabelled = subset("segmentation", spec.segmentation_labels)
-            self.train["seg_l"] = H5Images(processed / f"{ds}.h5", labelled, masks=True)
-            if v.consistency:
-                self.train["seg_u"] = H5Images(processed / f"{ds}.h5", unlabelled, masks=False)
-            self.val["seg"] = H5Images(processed / f"{ds}.h5", splits["partitions"][ds]["val"], masks=True)
+            tasks.append(("segmentation", "seg", cfg.split.segmentation_dataset, spec.segmentation_labels, True,
+                          v.consistency))
         if v.classification:
-            ds = cfg.split.classification_dataset
-            labelled, unlabelled = subset("classification", spec.classification_labels)
-            self.train["cls_l"] = H5Images(processed / f"{ds}.h5", labelled, masks=False)
-            if v.ssl:
-                self.train["cls_u"] = H5Images(processed / f"{ds}.h5", unlabelled, masks=False)
-            self.val["cls"] = H5Images(processed / f"{ds}.h5", splits["partitions"][ds]["val"], masks=False)
+            tasks.append(("classification", "cls", cfg.split.classification_dataset, spec.classification_labels,
+                          False, bool(v.ssl)))
+        for task, short, dataset, size, masks, wants_unlabelled in tasks:
+            path = processed / f"{dataset}.h5"
+            labelled, unlabelled = subset(task, size)
+            self.train[f"{short}_l"] = H5Images(path, labelled, masks=masks)
+            if wants_unlabelled:
+                self.train[f"{short}_u"] = H5Images(path, unlabelled, masks=False)
+            self.val[short] = H5Images(path, splits["partitions"][dataset]["val"], masks=masks)
         for name, data in {**self.train, **self.val}.items():
             if len(data) == 0:
                 raise InputError(f"stream {name} of run {spec.name} is empty; check the split file and label counts")
