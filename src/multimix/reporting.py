@@ -315,8 +315,7 @@ def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dic
     if use_mlflow:
         import mlflow
 
-        mlflow.set_tracking_uri(tracking.tracking_uri())
-        mlflow.set_experiment(cfg.train.study)
+        tracking.use_experiment(cfg.train.study)
         with mlflow.start_run(run_name="report", tags={"kind": "report"}):
             for path in written.values():
                 mlflow.log_artifact(str(path), artifact_path="report" if path.suffix == ".md" else "figures")

@@ -27,6 +27,21 @@ def tracking_uri() -> str:
     return f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+def use_experiment(name: str) -> None:
+    """Point MLflow at the store and experiment `name`. A new experiment in a
+    local sqlite store gets an absolute artifact folder beside the database:
+    MLflow's default (`./mlartifacts`, relative to where the run happens)
+    would scatter artifacts into DVC experiments' temporary copies."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(name) is None and uri.startswith("sqlite:///"):
+        store = Path(uri.removeprefix("sqlite:///")).resolve()
+        mlflow.create_experiment(name, artifact_location=(store.parent / "mlartifacts").as_uri())
+    mlflow.set_experiment(name)
+
+
 def git_commit(root: Path | None = None) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or project_root(), capture_output=True,

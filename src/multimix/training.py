@@ -398,8 +398,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
         import mlflow as _mlflow
 
         mlflow = _mlflow
-        mlflow.set_tracking_uri(tracking.tracking_uri())
-        mlflow.set_experiment(tc.study)
+        tracking.use_experiment(tc.study)
         known = False
         if mlflow_id:  # continue the interrupted run's record, if the store still has it
             try:
