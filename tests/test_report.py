@@ -97,6 +97,7 @@ def test_report_tables_figures_and_mlflow(study):
     assert unet["Acc"] == "—"
     md = (folder / "reports" / "table3_cross_domain.md").read_text()
     assert "| multimix | 100 | 10 |" in md
+    assert md.splitlines()[4].startswith("| Model | \\|D_l^c\\| | \\|D_l^s\\| | Acc |")  # escaped pipes
     for name in ("dice_distribution", "roc", "bland_altman", "accuracy_vs_labels", "boundaries",
                  "saliency_classification", "saliency_segmentation"):
         assert (folder / "reports" / "figures" / f"{name}.png").stat().st_size > 1000, name

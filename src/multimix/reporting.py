@@ -283,9 +283,12 @@ def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Pa
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    head = "| " + " | ".join(table.columns) + " |"
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|")  # |D_l^c| must not split a Markdown column
+
+    head = "| " + " | ".join(cell(c) for c in table.columns) + " |"
     sep = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join([head, sep, *body]) + "\n"
 
 
