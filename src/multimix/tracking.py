@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -36,10 +37,19 @@ def use_experiment(name: str) -> None:
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(name) is None and uri.startswith("sqlite:///"):
-        store = Path(uri.removeprefix("sqlite:///")).resolve()
-        mlflow.create_experiment(name, artifact_location=(store.parent / "mlartifacts").as_uri())
-    mlflow.set_experiment(name)
+    for attempt in range(5):
+        # Two processes opening a new sqlite store at once race to create its
+        # tables ("table … already exists"); the loser simply tries again.
+        try:
+            if mlflow.get_experiment_by_name(name) is None and uri.startswith("sqlite:///"):
+                store = Path(uri.removeprefix("sqlite:///")).resolve()
+                mlflow.create_experiment(name, artifact_location=(store.parent / "mlartifacts").as_uri())
+            mlflow.set_experiment(name)
+            return
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
 
 
 def git_commit(root: Path | None = None) -> str:

@@ -24,7 +24,10 @@ rule train:
     params:
         p=param_slice(*TRAIN_SETTINGS),
         run=lambda wildcards: run_slice(wildcards.run),
+    # A training job uses every core it is given (torch's threads): two at once on
+    # the same cores only thrash, so each job takes them all and jobs run in turn.
+    threads: workflow.cores
     resources:
-        gpu=1,
+        gpu=1,  # on GPU machines: `--resources gpu=N` runs N trainings at once
     shell:
         "multimix -q train --run {wildcards.run}"
