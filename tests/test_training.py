@@ -74,7 +74,7 @@ def test_every_preset_lowers_its_loss_on_a_fixed_batch(project, preset):
     model = MultiMixNet(bridge=spec.variant.bridge, dropout=0.0)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     history = []
-    for step in range(12):
+    for _ in range(12):
         loss, terms = train_step(model, batch, spec.variant, cfg, torch.Generator().manual_seed(0), epoch=5)
         optimiser.zero_grad()
         loss.backward()
