@@ -366,8 +366,10 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
         return torch.autocast("cuda", dtype=amp_dtype) if cuda else contextlib.nullcontext()
 
     params = resolved_params(cfg, spec)
-    fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()
-                                 + data_digest(cfg).encode() + tracking.source_digest().encode()).hexdigest()
+    data_id, source_id = data_digest(cfg), tracking.source_digest()
+    # A checkpoint is resumed only by the same parameters, data and code.
+    fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode() + data_id.encode()
+                                 + source_id.encode()).hexdigest()
 
     torch.manual_seed(derive_seed(spec.name, spec.repeat, "init"))
     model = MultiMixNet(bridge=variant.bridge).to(dev)
@@ -412,12 +414,12 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
             mlflow.set_tags({
                 "preset": spec.preset, "segmentation_labels": str(spec.segmentation_labels),
                 "classification_labels": str(spec.classification_labels), "repeat": str(spec.repeat),
-                "git_commit": tracking.git_commit(), "data_digest": data_digest(cfg),
-                "source_digest": tracking.source_digest(), "device": str(dev),
+                "git_commit": tracking.git_commit(), "data_digest": data_id, "source_digest": source_id,
+                "device": str(dev),
                 "parameters": str(parameter_count(model)),
             })
     steps = streams.steps_per_epoch(cfg)
-    images_per_step = sum(tc.batch_size for _ in streams.train)
+    images_per_step = tc.batch_size * len(streams.train)
     end_epoch = tc.epochs if stop_after_epochs is None else min(tc.epochs, start_epoch + stop_after_epochs)
     try:
         for epoch in range(start_epoch, end_epoch):
