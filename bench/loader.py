@@ -50,7 +50,7 @@ def loader_rate(path: Path, workers: int, epochs: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def training_rate(steps: int = 5) -> float | None:
+def training_rate(steps: int = 3) -> float | None:
     try:
         from multimix.models.multimix import MultiMixNet
     except ImportError:
@@ -85,14 +85,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.h5"
         write_file(path, args.images)
-        for workers in (0, 2):
-            print(f"loader, {workers} worker(s): {loader_rate(path, workers, args.epochs):8.0f} images/s")
+        rates = {workers: loader_rate(path, workers, args.epochs) for workers in (0, 2)}
+        for workers, value in rates.items():
+            print(f"loader, {workers} worker(s): {value:8.0f} images/s")
     torch.set_num_threads(2)
     rate = training_rate()
     if rate is None:
         print("training step: model not available in this version")
     else:
         print(f"training (segmentation stream, forward+backward, 2 threads): {rate:8.1f} images/s")
+        print(f"loader / training consumption: {rates[0] / rate:.0f}x")
 
 
 if __name__ == "__main__":
