@@ -70,12 +70,17 @@ def cmd_harmonise(args, cfg: Config) -> None:
 def cmd_preprocess(args, cfg: Config) -> None:
     from tqdm import tqdm
 
-    from multimix.data.preprocess import preprocess, read_manifest
+    from multimix.data.preprocess import preprocess
 
-    manifest = cfg.interim_dir / "manifest.csv"
-    total = read_manifest(manifest)["dataset"].isin(cfg.data.datasets).sum()
-    with tqdm(total=int(total), desc="preprocess", unit="img", disable=args.quiet) as bar:
-        summary = preprocess(cfg, progress=bar.update)
+    bars = []
+
+    def progress_factory(total: int):
+        bars.append(tqdm(total=total, desc="preprocess", unit="img", disable=args.quiet))
+        return bars[-1].update
+
+    summary = preprocess(cfg, progress_factory=progress_factory)
+    for bar in bars:
+        bar.close()
     per = ", ".join(f"{d} {n}" for d, n in summary["per_dataset"].items())
     print(f"preprocess: {summary['images']} images ({per}) in {summary['seconds']}s, {summary['rejected']} rejected "
           f"-> {cfg.processed_dir}/")

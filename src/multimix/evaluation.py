@@ -118,7 +118,7 @@ def _examples(model: MultiMixNet, data: H5Images, dataset: str, task: str, dev) 
     items = [data[i] for i in picks]
     x = torch.stack([it["image"] for it in items]).to(dev)
     out = model(x, with_decoder=task == "segmentation", with_classifier=True)
-    saliency = model.saliency(x)
+    saliency = out.saliency if out.saliency is not None else model.saliency(x)  # bridge models computed it already
     found = {f"{dataset}_image": x[:, 0].cpu().numpy(), f"{dataset}_saliency": saliency[:, 0].cpu().numpy(),
              f"{dataset}_label": np.array([it["label"] for it in items]),
              f"{dataset}_probability": torch.softmax(out.logits.float(), 1)[:, 1].cpu().numpy()}

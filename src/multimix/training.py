@@ -260,9 +260,10 @@ def save_figures(model: MultiMixNet, streams: Streams, out_dir: Path, device, co
             continue
         batch = next(iter(DataLoader(data, batch_size=n, shuffle=False)))
         x = batch["image"].to(device)
-        saliency = model.saliency(x).cpu()
         with torch.no_grad():
             out = model(x, with_decoder=name == "seg", with_classifier=True)
+        # bridge models computed the saliency inside the forward pass already
+        saliency = (out.saliency if out.saliency is not None else model.saliency(x)).cpu()
         rows = 3 if name == "seg" else 2
         fig, axes = plt.subplots(rows, n, figsize=(2.2 * n, 2.2 * rows), squeeze=False)
         for i in range(n):

@@ -235,8 +235,9 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 
 def preprocess(cfg: Config, manifest_path: Path | None = None, out_dir: Path | None = None,
-               datasets: list[str] | None = None, progress=None) -> dict:
-    """Write one HDF5 per dataset; returns a summary with counts and timing."""
+               datasets: list[str] | None = None, progress_factory=None) -> dict:
+    """Write one HDF5 per dataset; returns a summary with counts and timing.
+    `progress_factory(total)` returns a callable invoked once per image."""
     manifest_path = manifest_path or cfg.interim_dir / "manifest.csv"
     out_dir = out_dir or cfg.processed_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +253,7 @@ def preprocess(cfg: Config, manifest_path: Path | None = None, out_dir: Path | N
         "multimix_version": multimix.__version__, "manifest_sha256": sha256_file(manifest_path),
     }
     rows = table.to_dict("records")
+    progress = progress_factory(len(rows)) if progress_factory else None
     writers: dict[str, H5Writer] = {}
     for dataset in chosen:
         subset = table[table["dataset"] == dataset]
