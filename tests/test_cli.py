@@ -75,6 +75,14 @@ def test_unknown_parameter_is_an_error(tmp_path):
     assert_one_line_error(multimix(tmp_path, "harmonise"), "params.yaml: data: unknown key(s) sourse")
 
 
+def test_unknown_top_level_section_is_an_error(tmp_path):
+    path = write_params(tmp_path)
+    params = yaml.safe_load(path.read_text())
+    params["trian"] = {"epochs": 3}
+    path.write_text(yaml.safe_dump(params))
+    assert_one_line_error(multimix(tmp_path, "harmonise"), "params.yaml: unknown key(s) trian")
+
+
 def test_bad_source_value(tmp_path):
     write_params(tmp_path, data={"source": "ftp"})
     assert_one_line_error(multimix(tmp_path, "acquire"), "data.source is 'ftp'", "synthetic, download, local")

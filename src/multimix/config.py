@@ -222,11 +222,7 @@ def load_config(path: str | Path = "params.yaml") -> Config:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
-    raw = dict(raw or {})
-    known = {f.name for f in dataclasses.fields(Config)}
-    # Later pipeline stages own further top-level sections; they are parsed by
-    # their own modules, so only the sections this module knows are built here.
-    cfg = _build(Config, {k: v for k, v in raw.items() if k in known}, str(path))
+    cfg = _build(Config, raw, str(path))  # unknown top-level sections are errors too
     _validate(cfg, str(path))
     return cfg
 
