@@ -171,3 +171,18 @@ def test_sources_are_a_parameter(project):
     manifest, _, summaries = run(project, data={"datasets": ["jsrt", "nihx"]})
     assert set(manifest["dataset"]) == {"jsrt", "nihx"}
     assert [s.dataset for s in summaries] == ["jsrt", "nihx"]
+
+
+def test_label_rows_are_named_by_their_line_in_the_file(project):
+    labels = project / "raw/nihx/Data_Entry_2017_v2020.csv"
+    lines = labels.read_text().splitlines()
+    lines.insert(1, lines[1])  # a duplicated first row shifts every later line by one
+    labels.write_text("\n".join(lines) + "\n")
+    manifest, _, _ = run(project)
+    victim = Path(manifest[manifest.dataset == "nihx"].iloc[-1].image_path)
+    victim.unlink()
+    _, rejected, _ = run(project)
+    absent = rejected[rejected["reason"].str.contains(f"image {victim.name} is absent", regex=False)].iloc[0]
+    line = int(absent["path"].rsplit("row ", 1)[1])
+    assert lines[line - 1].startswith(victim.name)
+    assert any("duplicate id" in r for r in rejected["reason"])

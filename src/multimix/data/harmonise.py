@@ -292,7 +292,8 @@ def scan_nihx(root: Path, normal_count: int | str, seed: int) -> Scan:
             scan.reject(path, f"no row for {name} in {label_file.name}")
         elif name not in chosen_names:
             scan.reject(path, f"not in the NIHX subset (Finding Labels: {listed[name]})", kind="excluded")
-    row_of = {n: i + 2 for i, n in enumerate(table["Image Index"])}
+    # Line numbers in the file: the index still counts the dropped duplicate rows.
+    row_of = {n: i + 2 for i, n in zip(table.index, table["Image Index"])}
     for row in chosen.itertuples(index=False):
         name = row[0]
         if name not in images:
