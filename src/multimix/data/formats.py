@@ -77,7 +77,7 @@ def _channels(mode: str) -> int:
     return {"L": 1, "P": 1, "I;16": 1, "I;16B": 1, "I": 1, "1": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4}.get(mode, 0)
 
 
-def _decode_failure(exc: Exception) -> ImageDecodeError:
+def decode_failure(exc: Exception) -> ImageDecodeError:
     reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
     return ImageDecodeError(f"unreadable or truncated image ({reason})")
 
@@ -94,7 +94,7 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
             mode, fmt = im.mode, im.format
             arr = np.asarray(im)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError…
-        raise _decode_failure(exc) from None
+        raise decode_failure(exc) from None
     bits = png_bit_depth(path) if fmt == "PNG" else 8
     channels = _channels(mode)
     if channels == 0:
@@ -112,7 +112,7 @@ def read_mask(path: Path) -> np.ndarray:
             # convert("L") maps GIF palette indices to their grey levels.
             arr = np.asarray(im.convert("L"))
     except Exception as exc:
-        raise _decode_failure(exc) from None
+        raise decode_failure(exc) from None
     peak = int(arr.max())
     return arr > peak // 2 if peak > 0 else np.zeros(arr.shape, dtype=bool)
 

@@ -94,8 +94,7 @@ def _decode(path: Path, fmt: str, draft_to: tuple[int, int]) -> tuple[Image.Imag
                 return im, False  # loaded pixels outlive the closed file handle
             return im.convert("L"), False  # RGB/RGBA/P -> luminance (ITU-R 601); alpha dropped
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise formats.ImageDecodeError(f"unreadable or truncated image ({reason})") from None
+        raise formats.decode_failure(exc) from None
 
 
 def area_resize(img: Image.Image, width: int, height: int) -> Image.Image:
