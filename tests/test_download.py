@@ -108,8 +108,8 @@ BIG = bytes(range(256)) * 4096  # 1 MiB, several chunks
 def test_resume_after_interruption_within_a_run(tmp_path, server):
     server.files["/big.bin"] = BIG
     server.drops = 1
-    out = fetch(server.url + "/big.bin", tmp_path / "big.bin", sha(BIG), show_progress=False, backoff=0)
-    assert out.read_bytes() == BIG
+    digest = fetch(server.url + "/big.bin", tmp_path / "big.bin", sha(BIG), show_progress=False, backoff=0)
+    assert (tmp_path / "big.bin").read_bytes() == BIG and digest == sha(BIG)
     ranges = [r for _, r in server.requests]
     assert ranges[0] is None and len(ranges) == 2
     resumed_at = int(ranges[1].removeprefix("bytes=").rstrip("-"))

@@ -115,8 +115,8 @@ def _transfer(session: requests.Session, url: str, part: Path, show_progress: bo
 
 
 def fetch(url: str, dest: Path, sha256: str | None, *, retries: int = 5, session: requests.Session | None = None,
-          show_progress: bool = True, backoff: float = 1.0) -> Path:
-    """Download `url` to `dest` (resuming `dest.part`) and verify it."""
+          show_progress: bool = True, backoff: float = 1.0) -> str:
+    """Download `url` to `dest` (resuming `dest.part`), verify it, return its sha256."""
     part = dest.with_name(dest.name + ".part")
     session = session or requests.Session()
     for attempt in range(1, retries + 1):
@@ -134,7 +134,7 @@ def fetch(url: str, dest: Path, sha256: str | None, *, retries: int = 5, session
         raise InputError(f"{dest.name}: checksum mismatch (sha256 {actual}, expected {sha256}); "
                          "the corrupt file was deleted, run again to re-download")
     part.replace(dest)
-    return dest
+    return actual
 
 
 # ------------------------------------------------------------------ extraction
@@ -214,12 +214,13 @@ def download(raw_dir: Path, datasets: list[str], *, allow_unpinned: bool = False
                 "download (its sha256 is then recorded and enforced), or pin it in multimix/data/sources.yaml"
             )
         if not dest.exists():
-            fetch(arc.url, dest, pinned, session=session, show_progress=show_progress)
+            digest = fetch(arc.url, dest, pinned, session=session, show_progress=show_progress)
             report["downloaded"].append(arc.name)
-        elif pinned and sha256_of(dest) != pinned:
-            dest.unlink()
-            raise InputError(f"{dest}: checksum mismatch against the pinned sha256; the file was deleted, run again")
-        digest = pinned or sha256_of(dest)
+        else:  # downloaded before but not unpacked: hash it once, check it against the pin
+            digest = sha256_of(dest)
+            if pinned and digest != pinned:
+                dest.unlink()
+                raise InputError(f"{dest}: checksum mismatch against the pinned sha256; the file was deleted, run again")
         if not pinned:
             state.record_pin(arc.name, digest)
             log(f"{arc.name}: no pinned checksum; recorded sha256 {digest} in {state.pins_path}")
