@@ -13,6 +13,26 @@ from multimix.config import DATASETS, Config, load_config
 from multimix.errors import InputError
 
 
+class ProgressBars:
+    """tqdm bars created on demand by a stage's progress callbacks, all closed at the end."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bars = quiet, []
+
+    def new(self, desc: str, total: int):
+        from tqdm import tqdm
+
+        self.bars.append(tqdm(total=total, desc=desc, unit="img", disable=self.quiet))
+        return self.bars[-1].update
+
+    def __enter__(self) -> "ProgressBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for bar in self.bars:
+            bar.close()
+
+
 def _datasets(cfg: Config, chosen: list[str] | None) -> list[str]:
     return list(chosen) if chosen else list(cfg.data.datasets)
 
@@ -46,20 +66,10 @@ def cmd_download(args, cfg: Config) -> None:
 
 
 def cmd_harmonise(args, cfg: Config) -> None:
-    from tqdm import tqdm
-
     from multimix.data.harmonise import harmonise, write_outputs
 
-    bars = []
-
-    def progress_factory(dataset: str, total: int):
-        bar = tqdm(total=total, desc=f"harmonise {dataset}", unit="img", disable=args.quiet)
-        bars.append(bar)
-        return bar.update
-
-    manifest, rejected, summaries = harmonise(cfg, progress_factory)
-    for bar in bars:
-        bar.close()
+    with ProgressBars(args.quiet) as bars:
+        manifest, rejected, summaries = harmonise(cfg, lambda dataset, total: bars.new(f"harmonise {dataset}", total))
     out = Path(args.out) if args.out else cfg.interim_dir
     write_outputs(out, manifest, rejected, summaries)
     for s in summaries:
@@ -68,19 +78,10 @@ def cmd_harmonise(args, cfg: Config) -> None:
 
 
 def cmd_preprocess(args, cfg: Config) -> None:
-    from tqdm import tqdm
-
     from multimix.data.preprocess import preprocess
 
-    bars = []
-
-    def progress_factory(total: int):
-        bars.append(tqdm(total=total, desc="preprocess", unit="img", disable=args.quiet))
-        return bars[-1].update
-
-    summary = preprocess(cfg, progress_factory=progress_factory)
-    for bar in bars:
-        bar.close()
+    with ProgressBars(args.quiet) as bars:
+        summary = preprocess(cfg, progress_factory=lambda total: bars.new("preprocess", total))
     per = ", ".join(f"{d} {n}" for d, n in summary["per_dataset"].items())
     print(f"preprocess: {summary['images']} images ({per}) in {summary['seconds']}s, {summary['rejected']} rejected "
           f"-> {cfg.processed_dir}/")
