@@ -26,7 +26,7 @@ from multimix.config import Config
 from multimix.data.loader import H5Images
 from multimix.errors import InputError
 from multimix.models.multimix import MultiMixNet
-from multimix.presets import run_spec
+from multimix.presets import configured_run
 from multimix.training import pick_device
 
 TEST_SETS = {
@@ -52,9 +52,7 @@ def _summarise(frame: pd.DataFrame, task: str) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool = True) -> dict:
-    if run not in cfg.train.runs:
-        raise InputError(f"params.yaml: train.runs has no run {run!r}")
-    spec = run_spec(run, cfg.train.runs[run])
+    spec = configured_run(cfg.train.runs, run)
     best_path = cfg.runs_dir / run / "best.pt"
     if not best_path.is_file():
         raise InputError(f"{best_path}: not found (run `multimix train --run {run}` first)")

@@ -79,3 +79,10 @@ def run_spec(name: str, raw: dict) -> RunSpec:
         classification_labels=str(cls) if variant.classification else None,
         repeat=int(raw.get("repeat", 0)),
     )
+
+
+def configured_run(runs: dict, name: str) -> RunSpec:
+    """The validated spec of run `name` from `train.runs`, or a one-line error."""
+    if name not in runs:
+        raise InputError(f"params.yaml: train.runs has no run {name!r} (have {', '.join(runs) or 'none'})")
+    return run_spec(name, runs[name])

@@ -51,7 +51,7 @@ from multimix.config import Config, config_to_dict
 from multimix.data.loader import H5Images
 from multimix.errors import InputError
 from multimix.models.multimix import MultiMixNet, parameter_count
-from multimix.presets import RunSpec, Variant, run_spec
+from multimix.presets import RunSpec, Variant, configured_run
 
 
 def derive_seed(*parts) -> int:
@@ -345,9 +345,7 @@ def resolved_params(cfg: Config, spec: RunSpec) -> dict:
 def train(cfg: Config, run_name: str, device: str | None = None, show_progress: bool = True, log=print,
           use_mlflow: bool = True, stop_after_epochs: int | None = None) -> dict:
     """Train one configured run; resumable. `stop_after_epochs` ends early (for tests of resume)."""
-    if run_name not in cfg.train.runs:
-        raise InputError(f"params.yaml: train.runs has no run {run_name!r} (have {', '.join(cfg.train.runs) or 'none'})")
-    spec = run_spec(run_name, cfg.train.runs[run_name])
+    spec = configured_run(cfg.train.runs, run_name)
     variant = spec.variant
     tc = cfg.train
     splits_path = cfg.split_dir / "splits.json"
