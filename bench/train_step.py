@@ -95,10 +95,11 @@ class FlopCount(TorchDispatchMode):
         self.flops = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         count = flop_registry.get(func._overloadpacket)
         if count is not None:
-            self.flops += count(*args, **(kwargs or {}), out_val=out)
+            self.flops += count(*args, **kwargs, out_val=out)
         return out
 
 
