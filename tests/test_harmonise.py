@@ -45,7 +45,8 @@ def test_clean_synthetic_tree(project):
     assert (jsrt.height, jsrt.width, jsrt.bit_depth, jsrt.format) == (2048, 2048, 12, "jsrt_raw")
     assert len(jsrt.mask_paths.split(";")) == 2 and jsrt.label == ""
     chex = manifest[manifest.dataset == "chex"]
-    assert set(chex["official_split"]) == {"train", "val", "test"}
+    assert set(chex["official_split"]) == {"train", "test"}  # Mendeley's layout: no val folder
+    assert set(manifest.loc[manifest.dataset == "jsrt", "official_split"]) == {"fold1", "fold2"}  # SCR folds
     assert set(chex["label"]) == {0, 1}
     assert set(manifest[manifest.dataset == "nihx"]["label"]) == {0, 1}
     assert set(manifest[manifest.dataset == "mcu"]["bit_depth"]) <= {8, 16}

@@ -2,7 +2,10 @@
 
 Both are read through their own tools (DVC's stage index, a forced
 Snakemake dry run), so templating and includes are resolved exactly as
-`dvc repro` and `snakemake --cores N` resolve them.
+`dvc repro` and `snakemake --cores N` resolve them. DVC expands the study in
+one matrix stage per group of presets (`train-multitask@…`), Snakemake in one
+rule: both are compared as `train` / `evaluate`, with every run name of the
+study replaced by `{run}` — after checking that both expand the same runs.
 """
 
 from __future__ import annotations
@@ -23,16 +26,34 @@ def _empty() -> dict:
     return {"cmds": set(), "deps": set(), "outs": set(), "params": set()}
 
 
-def dvc_graph() -> dict[str, dict]:
-    """Per stage (foreach stages `train@<run>` merged under `train`, with the run
-    name replaced by `{run}`): commands, deps, outs and params."""
+def study_runs(root: Path = ROOT) -> list[str]:
+    from multimix.config import load_config
+    from multimix.study import run_names
+
+    return run_names(load_config(root / "params.yaml"))
+
+
+def generic_names(runs: list[str]):
+    """A function replacing the study's run names in a text by `{run}`."""
+    pattern = re.compile("(?<![\\w-])(" + "|".join(map(re.escape, sorted(runs, key=len, reverse=True))) + ")(?![\\w-])")
+    return lambda text: pattern.sub("{run}", text) if runs else text
+
+
+def dvc_graph(root: Path = ROOT) -> tuple[dict[str, dict], list[str]]:
+    """Per stage (matrix stages `train-<group>@<item>` merged under `train`, with
+    run names replaced by `{run}`): commands, deps, outs and params; and the
+    run names found in the train commands."""
     from dvc.repo import Repo
 
+    generic = generic_names(study_runs(root))
     graph: dict[str, dict] = defaultdict(_empty)
-    with Repo(str(ROOT)) as repo:
+    runs = []
+    with Repo(str(root)) as repo:
         for stage in repo.index.stages:
-            base, _, key = stage.name.partition("@")
-            generic = (lambda text: text.replace(key, "{run}")) if key else (lambda text: text)
+            base = stage.name.partition("@")[0]
+            base = base.split("-")[0] if base.startswith(("train-", "evaluate-")) else base
+            if base == "train":
+                runs.append(stage.cmd.split("--run ")[1])
             node = graph[base]
             node["cmds"].add(generic(stage.cmd))
             for dep in stage.deps:
@@ -41,37 +62,35 @@ def dvc_graph() -> dict[str, dict]:
                 else:
                     node["deps"].add(generic(dep.def_path))
             node["outs"].update(generic(out.def_path) for out in stage.outs)
-    return dict(graph)
+    return dict(graph), runs
 
 
-def snakemake_graph() -> dict[str, dict]:
-    """Jobs of a forced dry run: `rule X:` blocks with input/output lines and the shell command."""
-    import yaml
-
-    runs = list(yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["runs"])
+def snakemake_graph(root: Path = ROOT) -> tuple[dict[str, dict], list[str]]:
+    """Jobs of a forced dry run: `rule X:` blocks with input/output lines and the
+    shell command; and the run names of its train jobs."""
+    generic = generic_names(study_runs(root))
     snakemake = Path(sys.executable).with_name("snakemake")
     result = subprocess.run(
         [str(snakemake), "--cores", "1", "--forceall", "--dry-run", "--printshellcmds", "--nocolor"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=root, capture_output=True, text=True, check=True,
     )
-
-    def generic(text: str) -> str:  # the same normalisation as for DVC's foreach stages
-        for run in runs:
-            text = re.sub(rf"\b{re.escape(run)}\b", "{run}", text)
-        return text
-
     graph: dict[str, dict] = defaultdict(_empty)
+    runs = []
     rule = None
     for line in result.stdout.splitlines():
         if match := re.match(r"^(?:local)?rule (\w+):$", line.strip()):
             rule = None if match.group(1) == "default" else graph[match.group(1)]
+            name = match.group(1)
         elif rule is not None and (match := re.match(r"^\s+(input|output): (.*)$", line)):
             files = {generic(p.strip()) for p in match.group(2).split(",")}
             rule["deps" if match.group(1) == "input" else "outs"].update(files)
         elif rule is not None and line.startswith("Shell command:"):
-            rule["cmds"].add(generic(line.removeprefix("Shell command:").strip()))
-    # Parameters a rule reruns on: the keys given to param_slice(...) in its block,
-    # the names listed in module-level lists it unpacks, and its own train.runs entry.
+            cmd = line.removeprefix("Shell command:").strip()
+            if name == "train":
+                runs.append(cmd.split("--run ")[1])
+            rule["cmds"].add(generic(cmd))
+    # Parameters a rule reruns on: the keys given to param_slice(...) in its block
+    # and the names listed in module-level lists it unpacks.
     for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
         text = smk.read_text()
         lists = {}
@@ -86,14 +105,25 @@ def snakemake_graph() -> dict[str, dict]:
                     graph[name]["params"].update(lists[call[1:]])
                 else:
                     graph[name]["params"].update(ast.literal_eval(f"[{call}]"))
-            if "run_slice(" in body:
-                graph[name]["params"].add("train.runs.{run}")
-    return dict(graph)
+    return dict(graph), runs
 
 
 @pytest.fixture(scope="module")
-def graphs():
+def both():
     return dvc_graph(), snakemake_graph()
+
+
+@pytest.fixture(scope="module")
+def graphs(both):
+    (dvc, _), (smk, _) = both
+    return dvc, smk
+
+
+def test_both_run_the_study_expansion(both):
+    (_, dvc_runs), (_, smk_runs) = both
+    expected = study_runs()
+    assert len(expected) == len(set(expected)) > 0
+    assert sorted(dvc_runs) == sorted(smk_runs) == sorted(expected)
 
 
 def test_same_stages(graphs):

@@ -17,10 +17,13 @@ from multimix.reporting import report
 
 from conftest import write_params
 
+STUDY = {"name": "fake-study", "presets": {"segmentation": ["unet"], "multitask": ["umtl", "multimix"]},
+         "segmentation_labels": [10], "multitask_labels": [{"segmentation": 10, "classification": 100}],
+         "repeats": [0, 1]}
 RUNS = {
-    f"{preset}-r{r}": {"preset": preset, "segmentation_labels": 10, "classification_labels": 100, "repeat": r}
+    f"{preset}-s10-c100-r{r}": {"preset": preset, "segmentation_labels": 10, "classification_labels": 100, "repeat": r}
     for preset in ("multimix", "umtl") for r in (0, 1)
-} | {f"unet-r{r}": {"preset": "unet", "segmentation_labels": 10, "repeat": r} for r in (0, 1)}
+} | {f"unet-s10-r{r}": {"preset": "unet", "segmentation_labels": 10, "repeat": r} for r in (0, 1)}
 
 
 def fake_eval(folder, name, spec, rng):
@@ -38,8 +41,11 @@ def fake_eval(folder, name, spec, rng):
                    "id": f"{dataset}/{i}"}
             if task == "segmentation":
                 dice = float(np.clip(0.8 + bonus + 0.03 * rng.standard_normal(), 0, 1))
+                bridge = spec["preset"] == "multimix"
                 row.update(dice=dice, jaccard=dice / (2 - dice), ssim=dice, hausdorff=2 - dice, precision=dice,
-                           recall=dice, pred_pixels=int(1000 * dice + 50 * i), ref_pixels=1000 + 50 * i)
+                           recall=dice, pred_pixels=int(1000 * dice + 50 * i), ref_pixels=1000 + 50 * i,
+                           dice_without_saliency=dice - 0.1 if bridge else dice,
+                           bridge_logit_change=0.5 if bridge else 0.0)
             else:
                 label = i % 2
                 p = float(np.clip(0.5 + (0.3 + bonus) * (1 if label else -1) + 0.2 * rng.standard_normal(), 0, 1))
@@ -66,8 +72,8 @@ def fake_eval(folder, name, spec, rng):
 def study(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    write_params(tmp_path, train={"study": "fake-study", "runs": RUNS}, evaluate={"dir": str(tmp_path / "eval")},
-                 report={"dir": str(tmp_path / "reports")})
+    write_params(tmp_path, study=STUDY, train={"runs_dir": str(tmp_path / "runs")},
+                 evaluate={"dir": str(tmp_path / "eval")}, report={"dir": str(tmp_path / "reports")})
     cfg = load_config(tmp_path / "params.yaml")
     rng = np.random.default_rng(0)
     mlflow.set_tracking_uri(uri)
@@ -97,11 +103,15 @@ def test_report_tables_figures_and_mlflow(study):
     assert unet["Acc"] == "—"
     md = (folder / "reports" / "table3_cross_domain.md").read_text()
     assert "| multimix | 100 | 10 |" in md
-    assert md.splitlines()[4].startswith("| Model | \\|D_l^c\\| | \\|D_l^s\\| | Acc |")  # escaped pipes
+    assert md.splitlines()[6].startswith("| Model | \\|D_l^c\\| | \\|D_l^s\\| | Acc |")  # escaped pipes
     for name in ("dice_distribution", "roc", "bland_altman", "accuracy_vs_labels", "boundaries",
                  "saliency_classification", "saliency_segmentation"):
         assert (folder / "reports" / "figures" / f"{name}.png").stat().st_size > 1000, name
     assert "paper_comparison" in written
+    bridge = pd.read_csv(folder / "reports" / "bridge_sensitivity.csv", dtype=str)
+    row = bridge[(bridge.Model == "multimix") & (bridge.dataset == "jsrt")].iloc[0]
+    assert row["Δ DS"].startswith("0.100") and row["mean |Δ logit|"].startswith("0.500")
+    assert bridge[bridge.Model == "unet"]["Δ DS"].str.startswith("0.000").all()
     assert "| 2 | chex | 100 | 10 | accuracy | 0.800 ± 0.025 |" in (folder / "reports" / "paper_comparison.md").read_text()
     runs = mlflow.search_runs(experiment_names=["fake-study"], filter_string="tags.kind = 'report'")
     assert len(runs) == 1

@@ -116,3 +116,50 @@ def test_unlabelled_classification_pool_is_refused():
 
     with pytest.raises(InputError, match="without a label"):
         make_splits(table, TINY_CFG)
+
+
+def mendeley_table(known_names: bool) -> pd.DataFrame:
+    """Kermany as Mendeley publishes it: 1,349 + 3,883 train (val still inside), 234 + 390 test."""
+    from multimix.data import layout
+
+    rows = []
+    for cls, label, n_train, n_test in (("NORMAL", 0, 1349, 234), ("PNEUMONIA", 1, 3883, 390)):
+        names = [f"{cls.lower()}-{i}" for i in range(n_train)]
+        if known_names:
+            names[:8] = layout.KERMANY_VAL[cls]
+        rows += [(f"chex/train/{cls}/{n}", "chex", label, "train") for n in names]
+        rows += [(f"chex/test/{cls}/{cls.lower()}-t{i}", "chex", label, "test") for i in range(n_test)]
+    return pd.DataFrame(rows, columns=["id", "dataset", "label", "official_split"])
+
+
+def test_chex_without_val_folder_takes_the_known_16_from_train():
+    from multimix.data import layout
+
+    parts = make_splits(mendeley_table(known_names=True), TINY_CFG)["partitions"]["chex"]
+    assert (len(parts["train"]), len(parts["val"]), len(parts["test"])) == (5216, 16, 624)  # Table 1
+    stems = sorted(i.rsplit("/", 1)[1] for i in parts["val"])
+    assert stems == sorted(layout.KERMANY_VAL["NORMAL"] + layout.KERMANY_VAL["PNEUMONIA"])
+    assert not set(parts["val"]) & set(parts["train"])
+
+
+def test_chex_without_val_folder_or_known_names_draws_8_per_class():
+    table = mendeley_table(known_names=False)
+    first = make_splits(table, TINY_CFG)["partitions"]["chex"]
+    assert (len(first["train"]), len(first["val"]), len(first["test"])) == (5216, 16, 624)
+    labels = dict(zip(table.id, table.label))
+    assert sorted(labels[i] for i in first["val"]) == [0] * 8 + [1] * 8
+    shuffled = table.sample(frac=1.0, random_state=1)
+    assert make_splits(shuffled, TINY_CFG)["partitions"]["chex"] == first  # deterministic
+    other = make_splits(table, SplitConfig(seed=1, segmentation_sizes=(4,), classification_sizes=(10,), repeats=(0,)))
+    assert other["partitions"]["chex"]["val"] != first["val"]  # a seeded draw
+
+
+def test_jsrt_scr_folds_give_table1_exactly():
+    # SCR: odd-numbered images in fold1 (124), even in fold2 (123)
+    names = [f"JPCLN{i:03d}" for i in range(1, 155)] + [f"JPCNN{i:03d}" for i in range(1, 94)]
+    rows = [(f"jsrt/{n}", "jsrt", -1, "fold1" if int(n[-3:]) % 2 else "fold2") for n in names]
+    table = pd.DataFrame(rows, columns=["id", "dataset", "label", "official_split"])
+    parts = make_splits(table, TINY_CFG)["partitions"]["jsrt"]
+    assert (len(parts["train"]), len(parts["val"]), len(parts["test"])) == (111, 13, 123)
+    fold2 = set(table.loc[table.official_split == "fold2", "id"])
+    assert set(parts["test"]) == fold2 and not (set(parts["train"]) | set(parts["val"])) & fold2

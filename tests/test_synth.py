@@ -43,7 +43,7 @@ def test_jsrt_polarity_larger_is_darker(tiny_raw):
 
 def test_chex_layout(tiny_raw):
     root = tiny_raw / "chex" / "chest_xray"
-    assert sorted(p.name for p in root.iterdir()) == ["test", "train", "val"]
+    assert sorted(p.name for p in root.iterdir()) == ["test", "train"]  # Mendeley's layout (the default)
     files = sorted(root.rglob("*.jpeg"))
     assert len(files) == 8
     pneumonia = [p for p in files if p.parent.name == "PNEUMONIA"]
@@ -124,3 +124,26 @@ def test_phantom_anatomy_is_learnable(pediatric):
         col = int((normal.cx + x * normal.half_width) * 256)
         row = int((normal.top + y * normal.height) * 256)
         assert lungs[min(row, 255), min(col, 255)]
+
+
+@pytest.mark.parametrize("chex_layout", ["mendeley", "with_val"])
+def test_chex_layouts(tmp_path, chex_layout):
+    """Mendeley's archive has train/ and test/ (val images inside train/, with the
+    redistributed copy's names when there are Table 1's 8 + 8); the copy has val/."""
+    from multimix.data import layout
+
+    counts = {"chex": {"train_normal": 2, "train_pneumonia": 2, "val_normal": 8, "val_pneumonia": 8,
+                       "test_normal": 1, "test_pneumonia": 1}}
+    cfg = load_config(write_params(tmp_path, synth={"counts": counts, "chex_layout": chex_layout}))
+    synthesise(cfg, ["chex"], show_progress=False)
+    root = tmp_path / "raw" / "chex" / layout.CHEX_ROOT
+    folders = sorted(p.name for p in root.iterdir())
+    names = {cls: sorted(p.stem for p in (root / "train" / cls).glob("*.jpeg")) for cls in layout.CHEX_CLASSES}
+    if chex_layout == "mendeley":
+        assert folders == ["test", "train"]
+        assert len(names["NORMAL"]) == len(names["PNEUMONIA"]) == 10
+        for cls, known in layout.KERMANY_VAL.items():
+            assert set(known) <= set(names[cls])
+    else:
+        assert folders == ["test", "train", "val"]
+        assert len(list((root / "val").rglob("*.jpeg"))) == 16 and len(names["NORMAL"]) == 2

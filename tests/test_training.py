@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -20,21 +21,25 @@ from multimix.data.preprocess import preprocess
 from multimix.data.split import write_splits
 from multimix.models.multimix import MultiMixNet
 from multimix.presets import PRESETS
+from multimix.study import RunSpec, run_names
 from multimix.training import Streams, train, train_step
-from multimix.presets import run_spec
 
 from conftest import write_params
 
-RUNS = {f"{p}-r0": {"preset": p, "segmentation_labels": 1, "classification_labels": 2, "repeat": 0} for p in PRESETS}
-TRAIN = {"study": "tiny", "epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "figures": 1, "runs": RUNS}
+STUDY = {"name": "tiny", "repeats": [0], "segmentation_labels": [1], "classification_labels": [2],
+         "multitask_labels": [{"segmentation": 1, "classification": 2}],
+         "presets": {group: [p for p, v in PRESETS.items() if v.tasks == group]
+                     for group in ("segmentation", "classification", "multitask")}}
+TRAIN = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "figures": 1}
 
 
-def tiny_params(folder, **train):
+def tiny_params(folder, study=None, **train):
     return write_params(
         folder,
         preprocess={"size": 64, "processed_dir": str(folder / "processed"), "workers": 1},
         split={"split_dir": str(folder / "splits"), "segmentation_sizes": [1, "full"],
                "classification_sizes": [2, "full"], "repeats": [0]},
+        study=study or STUDY,
         train=dict(TRAIN, runs_dir=str(folder / "runs"), **train),
     )
 
@@ -61,7 +66,8 @@ def project(tmp_path, tiny_project):
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_lowers_its_loss_on_a_fixed_batch(project, preset):
     cfg = load_config(project / "params.yaml")
-    spec = run_spec("x", {"preset": preset, "segmentation_labels": "full", "classification_labels": "full"})
+    variant = PRESETS[preset]
+    spec = RunSpec("x", preset, "full" if variant.segmentation else None, "full" if variant.classification else None, 0)
     streams = Streams(cfg, spec, json.loads((project / "splits" / "splits.json").read_text()))
     batch = {}
     for name, data in streams.train.items():
@@ -87,8 +93,8 @@ def test_every_preset_lowers_its_loss_on_a_fixed_batch(project, preset):
 def test_train_run_logs_to_mlflow_and_writes_plain_checkpoints(project, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     cfg = load_config(project / "params.yaml")
-    summary = train(cfg, "multimix-r0", show_progress=False, log=lambda *_: None)
-    run_dir = project / "runs" / "multimix-r0"
+    summary = train(cfg, "multimix-s1-c2-r0", show_progress=False, log=lambda *_: None)
+    run_dir = project / "runs" / "multimix-s1-c2-r0"
     for name in ("best.pt", "last.pt"):
         ckpt = torch.load(run_dir / name, weights_only=True)  # plain tensors and numbers only
         MultiMixNet(bridge=True).load_state_dict(ckpt["model"])
@@ -98,7 +104,7 @@ def test_train_run_logs_to_mlflow_and_writes_plain_checkpoints(project, monkeypa
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     run = mlflow.get_run(summary["mlflow_run_id"])
-    assert run.info.run_name == "multimix-r0" and run.info.status == "FINISHED"
+    assert run.info.run_name == "multimix-s1-c2-r0" and run.info.status == "FINISHED"
     for key in ("loss_total", "loss_dice", "loss_seg_consistency", "loss_cls_unlabelled", "pseudo_label_rate",
                 "lr", "val_dice", "val_accuracy", "images_per_s"):
         assert key in run.data.metrics, key
@@ -108,13 +114,16 @@ def test_train_run_logs_to_mlflow_and_writes_plain_checkpoints(project, monkeypa
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model", "figures", "config.json"} <= artifacts
     history = client.get_metric_history(run.info.run_id, "val_score")
-    assert [m.step for m in history] == [0, 1]
+    assert [m.step for m in history] == [2, 4]  # x = optimiser steps done (2 epochs of 2 steps)
+    logged = pd.read_csv(run_dir / "history.csv")
+    assert [m.value for m in history] == pytest.approx(logged["val_score"].tolist())
+    assert logged["val_bridge_logit_change"].gt(0).all()  # a bridge model: zeroing its saliency changes masks
 
 
 def test_every_preset_runs_through_train(project, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     cfg = load_config(tiny_params(project, epochs=1, steps_per_epoch=1))
-    for name in RUNS:
+    for name in run_names(cfg):
         summary = train(cfg, name, show_progress=False, log=lambda *_: None)
         assert summary["epochs_done"] == 1 and summary["best_epoch"] == 0
 
@@ -134,10 +143,10 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, tiny_project):
             os.symlink(tiny_project / name, folder / name)
         tiny_params(folder, epochs=3, steps_per_epoch=3)
         dirs[case] = folder
-    cmd = [sys.executable, "-m", "multimix", "-q", "train", "--run", "umtl_ssl_s-r0"]
+    cmd = [sys.executable, "-m", "multimix", "-q", "train", "--run", "umtl_ssl_s-s1-c2-r0"]
     subprocess.run(cmd, cwd=dirs["straight"], env=env, check=True, capture_output=True)
 
-    last = dirs["killed"] / "runs" / "umtl_ssl_s-r0" / "last.pt"
+    last = dirs["killed"] / "runs" / "umtl_ssl_s-s1-c2-r0" / "last.pt"
     proc = subprocess.Popen(cmd, cwd=dirs["killed"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not last.exists() and time.time() < deadline:  # killed during epoch 2, after epoch 1's checkpoint
@@ -148,7 +157,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, tiny_project):
     assert torch.load(last, weights_only=True)["epoch"] < 2, "the run finished before it could be killed"
     resumed = subprocess.run(cmd, cwd=dirs["killed"], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    a = weights(dirs["straight"] / "runs" / "umtl_ssl_s-r0" / "last.pt")
+    a = weights(dirs["straight"] / "runs" / "umtl_ssl_s-s1-c2-r0" / "last.pt")
     b = weights(last)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.load(last, weights_only=True)["epoch"] == 2
@@ -158,9 +167,9 @@ def test_changed_parameters_do_not_resume(project, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     messages = []
     cfg = load_config(tiny_params(project, epochs=1, steps_per_epoch=1))
-    train(cfg, "enc-r0", show_progress=False, log=messages.append)
+    train(cfg, "enc-c2-r0", show_progress=False, log=messages.append)
     cfg = load_config(tiny_params(project, epochs=1, steps_per_epoch=1, lr=5e-4))
-    train(cfg, "enc-r0", show_progress=False, log=messages.append)
+    train(cfg, "enc-c2-r0", show_progress=False, log=messages.append)
     assert any("starting afresh" in m for m in messages)
 
 
@@ -168,10 +177,10 @@ def test_unknown_run_is_a_clear_error(project):
     from multimix.errors import InputError
 
     cfg = load_config(project / "params.yaml")
-    with pytest.raises(InputError, match="train.runs has no run 'nope'"):
+    with pytest.raises(InputError, match="study 'tiny' has no run 'nope'"):
         train(cfg, "nope", use_mlflow=False)
     bad = yaml.safe_load((project / "params.yaml").read_text())
-    bad["train"]["runs"] = {"x": {"preset": "vnet"}}
+    bad["study"]["presets"]["multitask"] = ["vnet"]
     (project / "params.yaml").write_text(yaml.safe_dump(bad))
-    with pytest.raises(InputError, match="preset 'vnet' is not one of"):
-        train(load_config(project / "params.yaml"), "x", use_mlflow=False)
+    with pytest.raises(InputError, match="study.presets.multitask has 'vnet'; expected presets among"):
+        load_config(project / "params.yaml")

@@ -102,8 +102,9 @@ def cmd_train(args, cfg: Config) -> None:
 
     keep_freed_memory()
 
-    names = args.run or list(cfg.train.runs)
-    for name in names:
+    from multimix.study import run_names
+
+    for name in args.run or run_names(cfg):
         summary = train(cfg, name, device=args.device, show_progress=not args.quiet)
         print(f"{name}: best epoch {summary['best_epoch'] + 1} (val_score {summary['best_val_score']:.4f}), "
               f"{summary['parameters']:,} parameters, {summary['device']}, MLflow run {summary['mlflow_run_id']}")
@@ -112,12 +113,30 @@ def cmd_train(args, cfg: Config) -> None:
 def cmd_evaluate(args, cfg: Config) -> None:
     from multimix.evaluation import evaluate
 
-    for name in args.run or list(cfg.train.runs):
+    from multimix.study import run_names
+
+    for name in args.run or run_names(cfg):
         summary = evaluate(cfg, name, device=args.device)
         for dataset, values in summary.items():
             main = f"Dice {values['dice']:.4f}" if values["task"] == "segmentation" else \
                 f"accuracy {values['accuracy']:.4f}, AUC {values['auc']:.4f}"
             print(f"{name} — {dataset} ({values['domain']}, {values['images']} images): {main}")
+
+
+def cmd_study(args, cfg: Config) -> None:
+    from multimix.study import expand
+
+    runs = expand(cfg)
+    tc = cfg.train
+    if args.names:
+        print("\n".join(spec.name for spec in runs))
+        return
+    print(f"study {cfg.study.name!r}: {len(runs)} runs, each {tc.epochs} x {tc.steps_per_epoch} = "
+          f"{tc.epochs * tc.steps_per_epoch:,} optimiser steps at {cfg.preprocess.size}² "
+          f"({len(runs) * tc.epochs * tc.steps_per_epoch:,} steps in all)")
+    for spec in runs:
+        print(f"  {spec.name:28s} preset {spec.preset:11s} |D_l^s| {spec.segmentation_labels or '—':5s} "
+              f"|D_l^c| {spec.classification_labels or '—':5s} repeat {spec.repeat}")
 
 
 def cmd_report(args, cfg: Config) -> None:
@@ -162,13 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("split", help="train/val/test partitions and labelled subsets -> data/splits/splits.json")
     p.set_defaults(func=cmd_split)
 
-    p = sub.add_parser("train", help="train configured runs (train.runs) with MLflow tracking; resumable")
-    p.add_argument("--run", action="append", help="run name from train.runs (repeatable; default: all)")
+    p = sub.add_parser("study", help="list the runs the study in params.yaml expands to, and its budget")
+    p.add_argument("--names", action="store_true", help="run names only, one per line")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("train", help="train the study's runs with MLflow tracking; resumable")
+    p.add_argument("--run", action="append", help="run name (`multimix study` lists them; repeatable; default: all)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="best checkpoints on the in-domain and cross-domain test sets")
-    p.add_argument("--run", action="append", help="run name from train.runs (repeatable; default: all)")
+    p.add_argument("--run", action="append", help="run name (`multimix study` lists them; repeatable; default: all)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
     p.set_defaults(func=cmd_evaluate)
 

@@ -2,17 +2,23 @@
 
 `params.yaml` is the single parameter file of the project: DVC reads it for
 `params:` dependencies, Snakemake loads it as its configfile, and every
-`multimix <stage>` command parses it here. Unknown keys are an error, not a
-silent no-op, so a typo can never make a run quietly use a default.
+`multimix <stage>` command parses it here. Every key is checked against the
+type its dataclass field declares *before* any stage writes anything:
+unknown keys, wrong types and values outside a field's choices are one-line
+errors naming the key, the value and what was expected, never a silent
+default or a traceback later. A number written as a string (PyYAML reads
+`1e-4` as the string "1e-4": YAML 1.1 wants a dot in the mantissa) is
+accepted where a number is expected.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -20,31 +26,35 @@ from multimix.errors import InputError
 
 DATASETS = ("jsrt", "chex", "mcu", "nihx")
 SOURCES = ("synthetic", "download", "local")
+Dataset = Literal["jsrt", "chex", "mcu", "nihx"]
 
 
 @dataclass(frozen=True)
 class NihxConfig:
     # Number of "No Finding" images drawn for NIHX. "auto" keeps the paper's
     # ratio 2754:1431 to the Pneumonia rows: exactly 2,754 on the real label file.
-    normal_count: int | str = "auto"
+    normal_count: int | Literal["auto"] = "auto"
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "synthetic"
+    source: Literal["synthetic", "download", "local"] = "synthetic"
     raw_dir: str = "data/raw"
     interim_dir: str = "data/interim"
-    datasets: tuple[str, ...] = DATASETS
+    datasets: tuple[Dataset, ...] = DATASETS
     nihx: NihxConfig = field(default_factory=NihxConfig)
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    preset: str = "small"  # small | paper
+    preset: Literal["small", "paper"] = "small"
     seed: int = 0
-    # Per-source overrides of the preset's counts, e.g. {"jsrt": 20}.
+    # Per-source overrides of the preset's counts, e.g. {"mcu": {"normal": 4}}.
     counts: dict[str, Any] = field(default_factory=dict)
+    # Kermany's folders as Mendeley distributes them (train + test: the 16
+    # validation images sit in train) or as the redistributed copy (train/val/test).
+    chex_layout: Literal["mendeley", "with_val"] = "mendeley"
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,7 @@ class HarmoniseConfig:
 @dataclass(frozen=True)
 class PreprocessConfig:
     size: int = 256
-    aspect: str = "squash"  # squash (as the paper) | pad (letterbox to a square)
+    aspect: Literal["squash", "pad"] = "squash"  # squash (as the paper) | pad (letterbox to a square)
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     processed_dir: str = "data/processed"
     workers: int = 2
@@ -72,12 +82,50 @@ class PreprocessConfig:
 class SplitConfig:
     split_dir: str = "data/splits"
     seed: int = 0  # train/val/test partition
-    segmentation_dataset: str = "jsrt"  # in-domain training sources of the paper
-    classification_dataset: str = "chex"
+    segmentation_dataset: Dataset = "jsrt"  # in-domain training sources of the paper
+    classification_dataset: Dataset = "chex"
     # Labelled-subset sizes of the paper (section 3.2); "full" = the whole training pool.
-    segmentation_sizes: tuple[int | str, ...] = (10, 50, "full")
-    classification_sizes: tuple[int | str, ...] = (100, 1000, "full")
+    segmentation_sizes: tuple[int | Literal["full"], ...] = (10, 50, "full")
+    classification_sizes: tuple[int | Literal["full"], ...] = (100, 1000, "full")
     repeats: tuple[int, ...] = (0, 1, 2, 3, 4)  # one subset draw per repeat seed
+
+
+@dataclass(frozen=True)
+class StudyPresets:
+    """Which models a study trains, grouped by the tasks they learn: a
+    single-task model is trained once per label count of its own task only."""
+
+    segmentation: tuple[str, ...] = ()  # |D_l^s| only (unet)
+    classification: tuple[str, ...] = ()  # |D_l^c| only (enc, enc_ssl, enc_mm)
+    multitask: tuple[str, ...] = ()  # every |D_l^s| x |D_l^c| (umtl*, multimix)
+
+
+@dataclass(frozen=True)
+class LabelSetting:
+    """(|D_l^s|, |D_l^c|) of a multi-task run."""
+
+    segmentation: int | Literal["full"] = 10
+    classification: int | Literal["full"] = 100
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "multimix"  # MLflow experiment; report and compare group by it
+    presets: StudyPresets = field(default_factory=StudyPresets)
+    # Label counts (sizes of split.*_sizes) of the single-task runs, and the
+    # settings of the multi-task runs (Table 2 of the paper: all nine pairs).
+    segmentation_labels: tuple[int | Literal["full"], ...] = (10,)
+    classification_labels: tuple[int | Literal["full"], ...] = (100,)
+    multitask_labels: tuple[LabelSetting, ...] = (LabelSetting(),)
+    repeats: tuple[int, ...] = (0,)  # seeds of split.repeats
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Per-image scaling of the saliency map before the bridge: none (the
+    # reference: raw gradients, ~40x smaller than the image), max (divide by
+    # the image's own maximum) or p99 (by its 99th percentile, clipped to 1).
+    saliency_norm: Literal["none", "max", "p99"] = "max"
 
 
 @dataclass(frozen=True)
@@ -99,23 +147,22 @@ class MixMatchConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    study: str = "multimix"  # MLflow experiment name
     runs_dir: str = "data/runs"
+    # The budget: every run of a study takes epochs x steps_per_epoch optimiser
+    # steps, whatever its preset, and the learning-rate steps fall at the same step.
     epochs: int = 24
-    steps_per_epoch: int | None = None  # None: batches in the largest stream the preset uses
+    steps_per_epoch: int = 522
     batch_size: int = 10  # per stream
     lr: float = 1e-4
     lr_step_epochs: int = 8
     lr_gamma: float = 0.1
     strong_max_ops: int = 3
-    device: str = "auto"  # auto | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch (0 = torch's default)
     num_workers: int = 0  # DataLoader workers per stream
     figures: int = 4  # validation images drawn into saliency/mask figures
     loss: LossConfig = field(default_factory=LossConfig)
     mixmatch: MixMatchConfig = field(default_factory=MixMatchConfig)
-    # name -> {preset, segmentation_labels, classification_labels, repeat}
-    runs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,6 +183,8 @@ class Config:
     harmonise: HarmoniseConfig = field(default_factory=HarmoniseConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -161,57 +210,151 @@ class Config:
         return Path(self.train.runs_dir)
 
 
+# ------------------------------------------------------------------ type checking
+class _Mismatch(Exception):
+    pass
+
+
+def _describe(hint) -> str:
+    """A type hint in words, for error messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return repr(args[0]) if len(args) == 1 else "one of " + ", ".join(map(str, args))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of ({_describe(args[0])})"
+        return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
+    if origin is dict:
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null", Any: "any value"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check(value, hint, key: str, file: str):
+    """`value` as the type `hint` declares (numbers in strings become numbers), else _Mismatch."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, file, key)
+    if origin is Literal:
+        if value in args and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _check(value, option, key, file)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        element_hints = [args[0]] * len(value) if args[1:] == (Ellipsis,) else list(args)
+        if len(element_hints) != len(value):
+            raise _Mismatch
+        return tuple(_check(v, h, key, file) for v, h in zip(value, element_hints))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return value
+    if hint is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # "1e-4": a number to anyone but YAML 1.1
+            except ValueError:
+                pass
+        raise _Mismatch
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    raise TypeError(f"config field type {hint!r} has no checker")
+
+
 def _build(cls: type, raw: Any, file: str, section: str = "") -> Any:
-    """Build dataclass `cls` from a mapping, recursing into nested dataclasses."""
+    """Build dataclass `cls` from a mapping, checking every key against its field type."""
     where = f"{file}: {section}" if section else file
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise InputError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+        raise InputError(f"{where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls, include_extras=True)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names), key=str)
     if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of {', '.join(sorted(names))}")
+        raise InputError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+                         f"expected one of {', '.join(sorted(names))}")
     kwargs = {}
     for name, value in raw.items():
-        hint, key = hints[name], f"{section}.{name}" if section else name
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, file, key)
-        elif typing.get_origin(hint) is tuple:
-            if not isinstance(value, (list, tuple)):
-                raise InputError(f"{file}: {key}: expected a list, got {value!r}")
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
+        key = f"{section}.{name}" if section else name
+        try:
+            kwargs[name] = _check(value, hints[name], key, file)
+        except _Mismatch:
+            raise InputError(f"{file}: {key} is {value!r}; expected {_describe(hints[name])}") from None
     return cls(**kwargs)
 
 
+# ------------------------------------------------------------------ values in range
 def _validate(cfg: Config, where: str) -> None:
-    if cfg.data.source not in SOURCES:
-        raise InputError(f"{where}: data.source is {cfg.data.source!r}; expected one of {', '.join(SOURCES)}")
-    bad = [d for d in cfg.data.datasets if d not in DATASETS]
-    if bad or not cfg.data.datasets:
-        raise InputError(f"{where}: data.datasets must list some of {', '.join(DATASETS)}; got {list(cfg.data.datasets)}")
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise InputError(f"{where}: {message}")
+
+    need(bool(cfg.data.datasets), "data.datasets must list at least one of " + ", ".join(DATASETS))
     n = cfg.data.nihx.normal_count
-    if not (n == "auto" or (isinstance(n, int) and n >= 0)):
-        raise InputError(f"{where}: data.nihx.normal_count must be 'auto' or a non-negative integer; got {n!r}")
-    if cfg.synth.preset not in ("small", "paper"):
-        raise InputError(f"{where}: synth.preset is {cfg.synth.preset!r}; expected small or paper")
-    if cfg.harmonise.workers < 1 or cfg.preprocess.workers < 1:
-        raise InputError(f"{where}: harmonise.workers and preprocess.workers must be >= 1")
+    need(n == "auto" or n >= 0, f"data.nihx.normal_count is {n!r}; expected 'auto' or an integer >= 0")
+    need(cfg.harmonise.workers >= 1 and cfg.preprocess.workers >= 1,
+         "harmonise.workers and preprocess.workers must be >= 1")
     pp = cfg.preprocess
-    if not (isinstance(pp.size, int) and 16 <= pp.size <= 4096):
-        raise InputError(f"{where}: preprocess.size must be an integer in 16..4096; got {pp.size!r}")
-    if pp.aspect not in ("squash", "pad"):
-        raise InputError(f"{where}: preprocess.aspect is {pp.aspect!r}; expected squash or pad")
+    need(16 <= pp.size <= 4096, f"preprocess.size is {pp.size!r}; expected an integer in 16..4096")
     lo, hi = pp.clip_percentiles
-    if not 0 <= lo < hi <= 100:
-        raise InputError(f"{where}: preprocess.clip_percentiles must be two numbers 0 <= low < high <= 100")
+    need(0 <= lo < hi <= 100, f"preprocess.clip_percentiles is {[lo, hi]}; expected 0 <= low < high <= 100")
     for name in ("segmentation_sizes", "classification_sizes"):
         for size in getattr(cfg.split, name):
-            if not (size == "full" or (isinstance(size, int) and size > 0)):
-                raise InputError(f"{where}: split.{name} entries must be positive integers or 'full'; got {size!r}")
+            need(size == "full" or size > 0, f"split.{name} has {size!r}; expected positive integers or 'full'")
+    tc = cfg.train
+    for name in ("epochs", "steps_per_epoch", "batch_size", "lr_step_epochs", "strong_max_ops"):
+        need(getattr(tc, name) >= 1, f"train.{name} is {getattr(tc, name)!r}; expected an integer >= 1")
+    for name in ("threads", "num_workers", "figures"):
+        need(getattr(tc, name) >= 0, f"train.{name} is {getattr(tc, name)!r}; expected an integer >= 0")
+    need(tc.lr > 0, f"train.lr is {tc.lr!r}; expected a number > 0")
+    need(0 < tc.lr_gamma <= 1, f"train.lr_gamma is {tc.lr_gamma!r}; expected a number in (0, 1]")
+    need(0 <= tc.loss.threshold <= 1, f"train.loss.threshold is {tc.loss.threshold!r}; expected a number in [0, 1]")
+    for name in ("lambda_u", "alpha", "beta"):
+        value = getattr(tc.loss, name)
+        need(value >= 0, f"train.loss.{name} is {value!r}; expected a number >= 0")
+    mm = tc.mixmatch
+    need(mm.augmentations >= 1 and mm.temperature > 0 and mm.alpha >= 0 and mm.lambda_u >= 0
+         and mm.rampup_epochs >= 0, "train.mixmatch: augmentations >= 1, temperature > 0, alpha, lambda_u and "
+         "rampup_epochs >= 0 expected")
+    from multimix.study import validate_study  # the study's checks need the preset table
+
+    validate_study(cfg, where)
+
+
+def config_from_dict(raw: Any, where: str = "params.yaml") -> Config:
+    """A checked Config from an already parsed mapping (Snakemake's `config`)."""
+    cfg = _build(Config, raw, where)  # unknown top-level sections are errors too
+    _validate(cfg, where)
+    return cfg
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:
@@ -222,9 +365,7 @@ def load_config(path: str | Path = "params.yaml") -> Config:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
-    cfg = _build(Config, raw, str(path))  # unknown top-level sections are errors too
-    _validate(cfg, str(path))
-    return cfg
+    return config_from_dict(raw, str(path))
 
 
 def config_to_dict(cfg: Any) -> dict:

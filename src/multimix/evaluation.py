@@ -6,6 +6,9 @@ cross-domain: NIHX (classification, all 4,185 images) and MCU test
 mode (dropout off). Writes, under `data/eval/NAME/`:
   per_image.csv  one row per test image (scores, predicted/reference lung
                  pixel counts, class probability) for distributions and tests;
+                 for bridge models also the Dice with the saliency channel
+                 zeroed and the mean |change| of the mask logits (the bridge
+                 sensitivity; 0 for models without a bridge);
   metrics.json   per-dataset summary (DVC metrics);
   examples.npz   a few images with saliency and masks for the report figures.
 The summary is also logged to the run's MLflow record as `test_<dataset>_<metric>`.
@@ -26,7 +29,7 @@ from multimix.config import Config
 from multimix.data.loader import H5Images
 from multimix.errors import InputError
 from multimix.models.multimix import MultiMixNet
-from multimix.presets import configured_run
+from multimix.study import find_run
 from multimix.training import pick_device
 
 TEST_SETS = {
@@ -44,6 +47,8 @@ def _summarise(frame: pd.DataFrame, task: str) -> dict[str, float]:
     if task == "segmentation":
         out = {m: float(frame[m].mean(skipna=True)) for m in metrics.SEGMENTATION_METRICS}
         out["hausdorff_undefined"] = int(frame["hausdorff"].isna().sum())
+        out["bridge_dice_change"] = float((frame["dice"] - frame["dice_without_saliency"]).mean())
+        out["bridge_logit_change"] = float(frame["bridge_logit_change"].mean())
     else:
         out = metrics.classification_scores(frame["label"], frame["probability"])
     out["images"] = int(len(frame))
@@ -52,13 +57,13 @@ def _summarise(frame: pd.DataFrame, task: str) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool = True) -> dict:
-    spec = configured_run(cfg.train.runs, run)
+    spec = find_run(cfg, run)
     best_path = cfg.runs_dir / run / "best.pt"
     if not best_path.is_file():
         raise InputError(f"{best_path}: not found (run `multimix train --run {run}` first)")
     dev = pick_device(device or cfg.train.device)
     best = torch.load(best_path, map_location=dev, weights_only=True)
-    model = MultiMixNet(bridge=bool(best["bridge"])).to(dev)
+    model = MultiMixNet(bridge=bool(best["bridge"]), saliency_norm=str(best["saliency_norm"])).to(dev)
     model.load_state_dict(best["model"])
     model.eval()
     splits = json.loads((cfg.split_dir / "splits.json").read_text())
@@ -76,6 +81,9 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
             for batch in loader:
                 x = batch["image"].to(dev)
                 out = model(x, with_decoder=task == "segmentation", with_classifier=True)
+                ablated = None
+                if task == "segmentation" and model.bridge:
+                    ablated = model(x, with_classifier=False, zero_saliency=True).mask_logits
                 for k in range(len(x)):
                     row = {"run": run, "preset": spec.preset, "dataset": dataset, "domain": domain, "task": task,
                            "id": data.ids[int(batch["index"][k])]}
@@ -84,6 +92,12 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
                         ref = batch["mask"][k, 0].numpy() > 0.5
                         row.update(metrics.segmentation_scores(pred, ref), pred_pixels=int(pred.sum()),
                                    ref_pixels=int(ref.sum()))
+                        if ablated is None:  # no bridge: zeroing a channel it does not have changes nothing
+                            row.update(dice_without_saliency=row["dice"], bridge_logit_change=0.0)
+                        else:
+                            without = (ablated[k, 0] > 0).cpu().numpy()
+                            row.update(dice_without_saliency=metrics.dice(without, ref),
+                                       bridge_logit_change=float((ablated[k] - out.mask_logits[k]).abs().mean()))
                     else:
                         row.update(label=int(batch["label"][k]),
                                    probability=float(torch.softmax(out.logits[k].float(), 0)[1]))

@@ -32,6 +32,13 @@ SEGMENTATION_METRICS = ("dice", "jaccard", "ssim", "hausdorff", "precision", "re
 CLASSIFICATION_METRICS = ("accuracy", "f1_normal", "f1_pneumonia", "auc")
 
 
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of two binary masks; 1 when both are empty (the empty-mask rule)."""
+    pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
+    total = pred.sum() + ref.sum()
+    return float(2 * np.logical_and(pred, ref).sum() / total) if total else 1.0
+
+
 def segmentation_scores(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     if pred.shape != ref.shape:
@@ -48,7 +55,7 @@ def segmentation_scores(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
         hd = float(hausdorff_distance(find_boundaries(pred, mode="inner"), find_boundaries(ref, mode="inner"),
                                       method="modified"))
     return {
-        "dice": float(2 * inter / (n_pred + n_ref)),
+        "dice": dice(pred, ref),
         "jaccard": float(inter / union),
         "ssim": float(ssim),
         "hausdorff": hd,

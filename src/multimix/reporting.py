@@ -1,7 +1,8 @@
 """`multimix report`: the paper's tables and figures for every run of a study.
 
-Reads the outputs of `evaluate` for the runs in `train.runs` and writes to
-`reports/` (the `report.dir` parameter):
+Reads the outputs of `evaluate` (and the training histories) for the runs
+of the study in `params.yaml` and writes to `reports/` (the `report.dir`
+parameter):
   table2_in_domain.{md,csv}     CheX (classification) + JSRT (segmentation)
   table3_cross_domain.{md,csv}  NIHX (classification) + MCU (segmentation)
       rows: model x |D_l^c| x |D_l^s|; cells: mean ± std over repeats; the
@@ -10,10 +11,13 @@ Reads the outputs of `evaluate` for the runs in `train.runs` and writes to
       segmentation, correctness for classification) averaged over repeats,
       with MultiMix at the same label counts;
   paper_comparison.md           our MultiMix rows beside the paper's Tables 2-3;
+  bridge_sensitivity.{md,csv}   per run and segmentation test set: Dice with
+      the saliency bridge as trained and with its saliency channel zeroed,
+      and the mean |change| of the mask logits (0 for models without a bridge);
   figures/*.png                 Dice distributions, accuracy vs label count, ROC
       curves, Bland-Altman of lung pixel counts, boundary overlays (reference
       green, prediction red), saliency maps for classification and
-      segmentation images.
+      segmentation images, and the bridge sensitivity per epoch (validation).
 Figures and tables are also logged to an MLflow run named `report` in the
 study's experiment.
 """
@@ -32,19 +36,20 @@ from multimix import metrics, tracking
 from multimix.config import Config
 from multimix.errors import InputError
 from multimix.evaluation import eval_dir
-from multimix.presets import run_spec
+from multimix.study import expand
 
 CLS_COLUMNS = {"accuracy": "Acc", "f1_normal": "F1-N", "f1_pneumonia": "F1-P", "auc": "AUC"}
 SEG_COLUMNS = {"dice": "DS", "jaccard": "JS", "ssim": "SSIM", "hausdorff": "HD", "precision": "P", "recall": "R"}
 DOMAINS = {"in-domain": ("chex", "jsrt", "table2_in_domain"), "cross-domain": ("nihx", "mcu", "table3_cross_domain")}
+MISSING = "—"  # the one marker of a value that does not exist (not trained, not defined)
 PRESET_ORDER = ["unet", "enc", "enc_ssl", "enc_mm", "umtl", "umtl_s", "umtl_ssl", "umtl_ssl_s", "multimix"]
 
 
 def load_runs(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(run-level summary, per-image rows, examples per run) of every evaluated run."""
     summaries, images, examples = [], [], {}
-    for name, raw in cfg.train.runs.items():
-        spec = run_spec(name, raw)
+    for spec in expand(cfg):
+        name = spec.name
         folder = eval_dir(cfg, name)
         if not (folder / "metrics.json").exists():
             raise InputError(f"{folder / 'metrics.json'}: not found (run `multimix evaluate --run {name}` first)")
@@ -66,7 +71,7 @@ def load_runs(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 def _fmt(values: pd.Series) -> str:
     values = values.dropna()
     if values.empty:
-        return "—"
+        return MISSING
     if len(values) == 1:
         return f"{values.iloc[0]:.3f}"
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
@@ -100,21 +105,40 @@ def domain_table(summary: pd.DataFrame, images: pd.DataFrame, domain: str) -> pd
     rows = []
     for _, model in models.iterrows():
         mine = summary[(summary[keys] == model[keys]).all(axis=1)]
-        row = {"Model": model["preset"], "|D_l^c|": model["cls_labels"] or "—", "|D_l^s|": model["seg_labels"] or "—"}
+        row = {"Model": model["preset"], "|D_l^c|": model["cls_labels"] or MISSING, "|D_l^s|": model["seg_labels"] or MISSING}
         cls = mine[mine["dataset"] == cls_ds]
         for key, col in CLS_COLUMNS.items():
-            row[col] = _fmt(cls[key]) if key in cls else "—"
+            row[col] = _fmt(cls[key]) if key in cls else MISSING
         row["p (Acc)"] = _paired_p(images, cls_ds, "correct", model, "cls_labels") if not cls.empty else float("nan")
         seg = mine[mine["dataset"] == seg_ds]
         for key, col in SEG_COLUMNS.items():
-            row[col] = _fmt(seg[key]) if key in seg else "—"
+            row[col] = _fmt(seg[key]) if key in seg else MISSING
         row["p (DS)"] = _paired_p(images, seg_ds, "dice", model, "seg_labels") if not seg.empty else float("nan")
         row["repeats"] = int(mine["repeat"].nunique())
         rows.append(row)
     table = pd.DataFrame(rows)
     for col in ("p (Acc)", "p (DS)"):
-        table[col] = table[col].map(lambda p: "—" if not np.isfinite(p) else f"{p:.3g}")
+        table[col] = table[col].map(lambda p: MISSING if not np.isfinite(p) else f"{p:.3g}")
     return table
+
+
+def bridge_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Bridge sensitivity on the segmentation test sets, mean ± std over repeats."""
+    seg = summary[summary["task"] == "segmentation"] if "task" in summary else summary.iloc[0:0]
+    rows = []
+    keys = ["preset", "cls_labels", "seg_labels", "dataset"]
+    if seg.empty:
+        return pd.DataFrame(columns=["Model", "|D_l^c|", "|D_l^s|", "dataset", "DS", "DS, saliency zeroed",
+                                     "Δ DS", "mean |Δ logit|", "repeats"])
+    seg = seg.assign(order=seg["preset"].map(PRESET_ORDER.index), without=seg["dice"] - seg["bridge_dice_change"])
+    for _, grp in seg.sort_values(["order", "cls_labels", "seg_labels", "dataset"]).groupby(keys, sort=False):
+        first = grp.iloc[0]
+        rows.append({"Model": first["preset"], "|D_l^c|": first["cls_labels"] or MISSING,
+                     "|D_l^s|": first["seg_labels"] or MISSING, "dataset": first["dataset"],
+                     "DS": _fmt(grp["dice"]), "DS, saliency zeroed": _fmt(grp["without"]),
+                     "Δ DS": _fmt(grp["bridge_dice_change"]), "mean |Δ logit|": _fmt(grp["bridge_logit_change"]),
+                     "repeats": int(grp["repeat"].nunique())})
+    return pd.DataFrame(rows)
 
 
 def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
@@ -151,7 +175,8 @@ def _label(frame_or_row) -> str:
     return "-".join(parts)
 
 
-def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Path) -> list[Path]:
+def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Path,
+            histories: pd.DataFrame | None = None) -> list[Path]:
     plt = _plt()
     from skimage.segmentation import find_boundaries
 
@@ -279,6 +304,22 @@ def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Pa
         for ax in axes.flat:
             ax.axis("off")
         save(fig, f"saliency_{task}.png")
+
+    bridged = histories[histories["bridge"]] if histories is not None and not histories.empty else None
+    if bridged is not None and not bridged.empty and "val_bridge_logit_change" in bridged:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for run, grp in bridged.groupby("run"):
+            x = grp["step"] if "step" in grp else grp["epoch"] + 1
+            axes[0].plot(x, grp["val_bridge_logit_change"], marker="o", ms=3, label=run)
+            axes[1].plot(x, grp["val_bridge_dice_change"], marker="o", ms=3, label=run)
+        axes[0].set_title("mean |Δ mask logit| when the saliency is zeroed")
+        axes[1].set_title("Dice − Dice with saliency zeroed")
+        for ax in axes:
+            ax.set_xlabel("optimiser step")
+            ax.axhline(0, color="grey", lw=0.5)
+            ax.legend(fontsize=7)
+        fig.suptitle("Saliency bridge sensitivity on validation (JSRT val)", fontsize=9)
+        save(fig, "bridge_sensitivity.png")
     return paths
 
 
@@ -292,6 +333,24 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([head, sep, *body]) + "\n"
 
 
+def load_histories(cfg: Config) -> pd.DataFrame:
+    """Per-epoch training records (history.csv) of the study's runs, where present."""
+    frames = []
+    for spec in expand(cfg):
+        path = cfg.runs_dir / spec.name / "history.csv"
+        if path.is_file():
+            frames.append(pd.read_csv(path).assign(run=spec.name, preset=spec.preset, bridge=spec.variant.bridge))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def budget_line(cfg: Config) -> str:
+    tc = cfg.train
+    return (f"Study `{cfg.study.name}`; every run trained {tc.epochs} × {tc.steps_per_epoch} = "
+            f"{tc.epochs * tc.steps_per_epoch:,} optimiser steps (batch {tc.batch_size} per stream), "
+            f"lr {tc.lr:g} × {tc.lr_gamma:g} every {tc.lr_step_epochs * tc.steps_per_epoch:,} steps; "
+            f"images {cfg.preprocess.size}².")
+
+
 def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dict[str, Path]:
     out = out or Path(cfg.report.dir)
     summary, images, examples = load_runs(cfg)
@@ -301,9 +360,19 @@ def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dic
         table = domain_table(summary, images, domain)
         table.to_csv(out / f"{stem}.csv", index=False)
         title = "Table 2 — in-domain (CheX, JSRT)" if domain == "in-domain" else "Table 3 — cross-domain (NIHX, MCU)"
-        (out / f"{stem}.md").write_text(f"# {title}\n\nmean ± std over repeats; p: paired t-test of MultiMix "
-                                        f"against the row's model on per-image scores.\n\n" + to_markdown(table))
+        (out / f"{stem}.md").write_text(f"# {title}\n\n{budget_line(cfg)}\n\nmean ± std over repeats; p: paired "
+                                        f"t-test of MultiMix against the row's model on per-image scores.\n\n"
+                                        + to_markdown(table))
         written[stem] = out / f"{stem}.md"
+    bridge = bridge_table(summary)
+    bridge.to_csv(out / "bridge_sensitivity.csv", index=False)
+    (out / "bridge_sensitivity.md").write_text(
+        f"# Saliency bridge sensitivity (test sets)\n\n{budget_line(cfg)} Saliency normalisation: "
+        f"`{cfg.model.saliency_norm}`.\n\nDS with the bridge as trained, and with its saliency channel replaced by "
+        f"zeros (the image channel kept); Δ DS = DS − DS with saliency zeroed; mean |Δ logit| = mean absolute "
+        f"change of the mask logits. Models without a bridge have no saliency channel: 0 by definition.\n\n"
+        + to_markdown(bridge))
+    written["bridge_sensitivity"] = out / "bridge_sensitivity.md"
     comparison = paper_comparison(summary)
     (out / "paper_comparison.md").write_text(
         "# MultiMix: ours vs the paper (Tables 2–3)\n\nPaper values transcribed from the paper's tables "
@@ -312,13 +381,13 @@ def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dic
                                                        "No MultiMix run matches a label setting of the paper.\n"))
     written["paper_comparison"] = out / "paper_comparison.md"
     summary.to_csv(out / "runs_summary.csv", index=False)
-    figs = figures(summary, images, examples, out / "figures")
+    figs = figures(summary, images, examples, out / "figures", load_histories(cfg))
     for path in figs:
         written[path.stem] = path
     if use_mlflow:
         import mlflow
 
-        tracking.use_experiment(cfg.train.study)
+        tracking.use_experiment(cfg.study.name)
         with mlflow.start_run(run_name="report", tags={"kind": "report"}):
             for path in written.values():
                 mlflow.log_artifact(str(path), artifact_path="report" if path.suffix == ".md" else "figures")

@@ -5,12 +5,15 @@ Four streams come from the split file: labelled / unlabelled x classification
 With "full" labels the unlabelled stream of that task is the whole training
 pool, its labels ignored (the reference code ran zero steps there).
 
-One epoch = `train.steps_per_epoch` steps (default: enough batches to see the
-largest stream the preset uses once). Every epoch draws a fresh permutation of
-every stream and fresh augmentations, all from seeds derived from
-(run, repeat, epoch), so an epoch is a pure function of the weights it starts
-from: a killed run resumes from its last checkpoint and ends exactly as an
-uninterrupted one (on CPU).
+The budget is the study's, not the preset's: every run takes `train.epochs`
+x `train.steps_per_epoch` optimiser steps, and the learning rate drops at
+the same steps for all. (Sizing an epoch by the largest stream a preset uses
+gave U-Net-10 24 steps and a FixMatch model 12,288 at the paper's counts: a
+comparison of step counts, not of methods.) Every epoch draws a fresh
+permutation of every stream and fresh augmentations, all from seeds derived
+from (run, repeat, epoch), so an epoch is a pure function of the weights it
+starts from: a killed run resumes from its last checkpoint and ends exactly as
+an uninterrupted one (on CPU).
 
 One training step (the efficient schedule; `bench/train_step.py` compares it
 with the reference's):
@@ -24,7 +27,13 @@ Classification images never touch the decoder or the saliency pass.
 Adam (lr 1e-4) with ×0.1 every 8 epochs; validation after every epoch in eval
 mode (dropout off everywhere) on JSRT val (Dice) and CheX val (accuracy); the
 best checkpoint is the one with the highest mean of the task scores the
-preset trains. Checkpoints are plain tensors and numbers, loadable with
+preset trains. CheX val has 16 images, so accuracy moves in steps of 1/16 and
+equal scores are common: ties go to the lower validation loss (cross-entropy
+plus soft-Dice loss of the tasks trained), a smooth score, instead of simply
+keeping the earliest epoch. For bridge models validation also measures the
+bridge's sensitivity: the mean |change| of the mask logits, and the change
+of Dice, when the saliency channel is replaced by zeros (0 for models
+without a bridge). Checkpoints are plain tensors and numbers, loadable with
 `torch.load(weights_only=True)`.
 """
 
@@ -33,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import asdict
@@ -51,7 +59,8 @@ from multimix.config import Config, config_to_dict
 from multimix.data.loader import H5Images
 from multimix.errors import InputError
 from multimix.models.multimix import MultiMixNet, parameter_count
-from multimix.presets import RunSpec, Variant, configured_run
+from multimix.presets import Variant
+from multimix.study import RunSpec, find_run
 
 
 def derive_seed(*parts) -> int:
@@ -129,11 +138,6 @@ class Streams:
         for name, data in {**self.train, **self.val}.items():
             if len(data) == 0:
                 raise InputError(f"stream {name} of run {spec.name} is empty; check the split file and label counts")
-
-    def steps_per_epoch(self, cfg: Config) -> int:
-        if cfg.train.steps_per_epoch:
-            return cfg.train.steps_per_epoch
-        return max(math.ceil(len(d) / cfg.train.batch_size) for d in self.train.values())
 
     def loaders(self, cfg: Config, spec: RunSpec, epoch: int, steps: int):
         """One DataLoader per stream for this epoch; each yields whole batches."""
@@ -214,32 +218,57 @@ def dice_scores(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def validate(model: MultiMixNet, streams: Streams, device, amp, batch_size: int = 10) -> dict[str, float]:
-    """Forward passes over the validation sets in eval mode (dropout off)."""
+    """Forward passes over the validation sets in eval mode (dropout off).
+
+    Returns val_dice / val_loss_dice (segmentation), val_accuracy /
+    val_loss_cls (classification), the bridge sensitivity (segmentation),
+    val_score (mean of the task scores) and val_loss (sum of the task losses,
+    the tie-breaker of model selection)."""
     model.eval()
     metrics: dict[str, float] = {}
     for name, data in streams.val.items():
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-        dices, correct, ce, n = [], 0, 0.0, 0
+        dices, ablated_dices, logit_change, soft_dice, correct, ce, n = [], [], 0.0, 0.0, 0, 0.0, 0
         for batch in loader:
             x = batch["image"].to(device)
             with amp():
                 out = model(x, with_decoder=name == "seg", with_classifier=name == "cls")
             if name == "seg":
-                dices.append(dice_scores(out.mask_logits.float(), batch["mask"].to(device)).cpu())
+                masks = batch["mask"].to(device)
+                logits = out.mask_logits.float()
+                dices.append(dice_scores(logits, masks).cpu())
+                soft_dice += losses.soft_dice_loss(logits, masks).item() * len(x)
+                if model.bridge:
+                    with amp():
+                        ablated = model(x, with_classifier=False, zero_saliency=True).mask_logits.float()
+                    ablated_dices.append(dice_scores(ablated, masks).cpu())
+                    logit_change += (logits - ablated).abs().mean((1, 2, 3)).sum().item()
             else:
                 y = batch["label"].to(device)
                 correct += (out.logits.argmax(1) == y).sum().item()
                 ce += F.cross_entropy(out.logits.float(), y, reduction="sum").item()
-                n += len(y)
+            n += len(x)
         if name == "seg":
-            metrics["val_dice"] = torch.cat(dices).mean().item()
+            dice = torch.cat(dices).mean().item()
+            metrics.update(val_dice=dice, val_loss_dice=soft_dice / n)
+            # The bridge diagnostic: exactly 0 for a model that has no bridge.
+            metrics["val_bridge_logit_change"] = logit_change / n
+            metrics["val_bridge_dice_change"] = dice - torch.cat(ablated_dices).mean().item() if ablated_dices else 0.0
         else:
-            metrics["val_accuracy"] = correct / n
-            metrics["val_loss_cls"] = ce / n
+            metrics.update(val_accuracy=correct / n, val_loss_cls=ce / n)
     model.train()
-    scores = [metrics[k] for k in ("val_dice", "val_accuracy") if k in metrics]
-    metrics["val_score"] = float(np.mean(scores))
+    metrics["val_score"] = float(np.mean([metrics[k] for k in ("val_dice", "val_accuracy") if k in metrics]))
+    metrics["val_loss"] = float(sum(metrics[k] for k in ("val_loss_dice", "val_loss_cls") if k in metrics))
     return metrics
+
+
+def better(record: dict, best: dict | None) -> bool:
+    """Model selection: higher val_score; on a tie, lower val_loss."""
+    if best is None:
+        return True
+    if record["val_score"] != best["val_score"]:
+        return record["val_score"] > best["val_score"]
+    return record["val_loss"] < best["val_loss"]
 
 
 # ------------------------------------------------------------------ figures
@@ -325,10 +354,9 @@ def data_digest(cfg: Config) -> str:
 
 def resolved_params(cfg: Config, spec: RunSpec) -> dict:
     """Everything that defines this run, as flat strings for MLflow."""
-    train = config_to_dict(cfg.train)
-    train.pop("runs")
     tree = {"data": config_to_dict(cfg.data), "preprocess": config_to_dict(cfg.preprocess),
-            "split": config_to_dict(cfg.split), "train": train, "run": asdict(spec)}
+            "split": config_to_dict(cfg.split), "study": {"name": cfg.study.name}, "model": config_to_dict(cfg.model),
+            "train": config_to_dict(cfg.train), "run": asdict(spec)}
     flat = {}
 
     def walk(prefix, node):
@@ -342,10 +370,14 @@ def resolved_params(cfg: Config, spec: RunSpec) -> dict:
     return flat
 
 
+def build_model(spec: RunSpec, cfg: Config) -> MultiMixNet:
+    return MultiMixNet(bridge=spec.variant.bridge, saliency_norm=cfg.model.saliency_norm)
+
+
 def train(cfg: Config, run_name: str, device: str | None = None, show_progress: bool = True, log=print,
           use_mlflow: bool = True, stop_after_epochs: int | None = None) -> dict:
-    """Train one configured run; resumable. `stop_after_epochs` ends early (for tests of resume)."""
-    spec = configured_run(cfg.train.runs, run_name)
+    """Train one run of the study; resumable. `stop_after_epochs` ends early (for tests of resume)."""
+    spec = find_run(cfg, run_name)
     variant = spec.variant
     tc = cfg.train
     splits_path = cfg.split_dir / "splits.json"
@@ -371,7 +403,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                                  + source_id.encode()).hexdigest()
 
     torch.manual_seed(derive_seed(spec.name, spec.repeat, "init"))
-    model = MultiMixNet(bridge=variant.bridge).to(dev)
+    model = build_model(spec, cfg).to(dev)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr)
@@ -381,14 +413,18 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
     run_dir = cfg.runs_dir / spec.name
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    start_epoch, best_score, best_epoch, history, mlflow_id = 0, -math.inf, -1, [], ""
+    # The best epoch's record and weights live in last.pt too: best.pt is an
+    # output that DVC and Snakemake delete before a rerun, and a resumed run
+    # must be able to write it again even if no later epoch beats it.
+    start_epoch, best, best_weights, history, mlflow_id = 0, None, None, [], ""
     if last_path.exists():
         ckpt = torch.load(last_path, map_location=dev, weights_only=True)
-        if ckpt.get("fingerprint") == fingerprint:
+        if ckpt.get("fingerprint") == fingerprint and "best_model" in ckpt:
             model.load_state_dict(ckpt["model"])
             optimiser.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
-            start_epoch, best_score, best_epoch = ckpt["epoch"] + 1, ckpt["best_score"], ckpt["best_epoch"]
+            scaler.load_state_dict(ckpt["scaler"])
+            start_epoch, best, best_weights = ckpt["epoch"] + 1, dict(ckpt["best"]), ckpt["best_model"]
             history, mlflow_id = list(ckpt["history"]), ckpt.get("mlflow_run_id", "")
             log(f"{spec.name}: resuming after epoch {ckpt['epoch'] + 1} of {tc.epochs}")
         else:
@@ -399,7 +435,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
         import mlflow as _mlflow
 
         mlflow = _mlflow
-        tracking.use_experiment(tc.study)
+        tracking.use_experiment(cfg.study.name)
         known = False
         if mlflow_id:  # continue the interrupted run's record, if the store still has it
             try:
@@ -411,15 +447,16 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
         if not known:
             mlflow.log_params(params)
             mlflow.set_tags({
-                "preset": spec.preset, "segmentation_labels": str(spec.segmentation_labels),
+                "study": cfg.study.name, "preset": spec.preset,
+                "segmentation_labels": str(spec.segmentation_labels),
                 "classification_labels": str(spec.classification_labels), "repeat": str(spec.repeat),
                 "git_commit": tracking.git_commit(), "data_digest": data_id, "source_digest": source_id,
-                "device": str(dev),
-                "parameters": str(parameter_count(model)),
+                "device": str(dev), "parameters": str(parameter_count(model)),
             })
-    steps = streams.steps_per_epoch(cfg)
+    steps = tc.steps_per_epoch
     images_per_step = tc.batch_size * len(streams.train)
     end_epoch = tc.epochs if stop_after_epochs is None else min(tc.epochs, start_epoch + stop_after_epochs)
+    status = "FAILED"
     try:
         for epoch in range(start_epoch, end_epoch):
             # Every random draw of the epoch follows from (run, repeat, epoch): resumable exactly.
@@ -452,29 +489,32 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                           epoch_seconds=seconds)
             scheduler.step()
             record.update(validate(model, streams, dev, amp))
-            record["epoch"] = epoch
+            record["epoch"], record["step"] = epoch, (epoch + 1) * steps
             history.append(record)
-            improved = record["val_score"] > best_score
+            improved = better(record, best)
             if improved:
-                best_score, best_epoch = record["val_score"], epoch
-                _atomic_save({"model": model.state_dict(), "epoch": epoch, "val_score": best_score,
-                              "preset": spec.preset, "bridge": variant.bridge, "run": asdict(spec)}, best_path)
+                best = record
+                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
             _atomic_save({"model": model.state_dict(), "optimizer": optimiser.state_dict(),
-                          "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score,
-                          "best_epoch": best_epoch, "history": history, "fingerprint": fingerprint,
-                          "mlflow_run_id": mlflow_id}, last_path)
+                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                          "best": best, "best_model": best_weights, "history": history,
+                          "fingerprint": fingerprint, "mlflow_run_id": mlflow_id}, last_path)
             if mlflow:
-                mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=epoch)
+                mlflow.log_metrics({k: float(v) for k, v in record.items() if k not in ("epoch", "step")},
+                                   step=record["step"])
             log(f"{spec.name} epoch {epoch + 1}/{tc.epochs}: loss {record.get('loss_total', 0):.4f}, "
                 f"val_score {record['val_score']:.4f}{' (best)' if improved else ''}, {record['images_per_s']:.1f} img/s")
         finished = len(history) >= tc.epochs
-        summary = {"run": spec.name, "preset": spec.preset, "epochs_done": len(history), "best_epoch": best_epoch,
-                   "best_val_score": best_score, "parameters": parameter_count(model), "device": str(dev),
-                   "mlflow_run_id": mlflow_id,
-                   "best": next((h for h in history if h["epoch"] == best_epoch), {})}
+        summary = {"run": spec.name, "study": cfg.study.name, "preset": spec.preset, "epochs_done": len(history),
+                   "steps_done": len(history) * steps, "best_epoch": best["epoch"] if best else -1,
+                   "best_val_score": best["val_score"] if best else float("nan"),
+                   "parameters": parameter_count(model), "device": str(dev), "mlflow_run_id": mlflow_id,
+                   "best": best or {}}
         if finished:
-            best = torch.load(best_path, map_location=dev, weights_only=True)
-            model.load_state_dict(best["model"])
+            _atomic_save({"model": best_weights, "epoch": best["epoch"], "val_score": best["val_score"],
+                          "preset": spec.preset, "bridge": variant.bridge, "saliency_norm": cfg.model.saliency_norm,
+                          "run": asdict(spec)}, best_path)
+            model.load_state_dict(best_weights)
             figures = save_figures(model, streams, run_dir / "figures", dev, tc.figures)
             pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
             (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -483,8 +523,12 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                 mlflow.log_dict(params, "config.json")
                 for path in figures:
                     mlflow.log_artifact(str(path), artifact_path="figures")
-                mlflow.log_metric("best_val_score", best_score)
+                mlflow.log_metric("best_val_score", best["val_score"])
+        status = "FINISHED" if finished else "KILLED"
         return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         if mlflow:
-            mlflow.end_run(status="FINISHED" if len(history) >= tc.epochs else "KILLED")
+            mlflow.end_run(status=status)

@@ -1,5 +1,19 @@
 # Paths and parameter slices shared by the rules. They come from params.yaml
-# (the configfile), exactly as dvc.yaml's templated paths do.
+# (the configfile), exactly as dvc.yaml's templated paths do. The configfile is
+# checked by the same code as every `multimix` command, and the study expands
+# into the same runs as dvc.yaml's matrix stages.
+
+import re
+import sys
+
+from multimix.config import config_from_dict
+from multimix.errors import InputError
+from multimix.study import run_names
+
+try:
+    CHECKED = config_from_dict(config)
+except InputError as exc:  # one line, as from every multimix command
+    sys.exit(f"multimix: error: {exc}")
 
 RAW = config["data"]["raw_dir"]
 INTERIM = config["data"]["interim_dir"]
@@ -10,7 +24,11 @@ SUMMARY = f"{INTERIM}/harmonise_summary.json"
 PROCESSED = config["preprocess"]["processed_dir"]
 SPLITS = f"{config['split']['split_dir']}/splits.json"
 RUNS = config["train"]["runs_dir"]
-RUN_NAMES = list(config["train"]["runs"])
+RUN_NAMES = run_names(CHECKED)
+
+
+wildcard_constraints:
+    run="|".join(re.escape(name) for name in RUN_NAMES) or "^$",
 
 
 def code(*modules):

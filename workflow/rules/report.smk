@@ -6,7 +6,7 @@ REPORT_FILES = [
     f"{REPORT}/{name}"
     for name in (
         "table2_in_domain.md", "table2_in_domain.csv", "table3_cross_domain.md", "table3_cross_domain.csv",
-        "paper_comparison.md", "runs_summary.csv",
+        "bridge_sensitivity.md", "bridge_sensitivity.csv", "paper_comparison.md", "runs_summary.csv",
     )
 ]
 
@@ -24,7 +24,6 @@ rule evaluate:
         f"{EVAL}/{{run}}/metrics.json",
     params:
         p=param_slice("evaluate.dir"),
-        run=lambda wildcards: run_slice(wildcards.run),
     shell:
         "multimix -q evaluate --run {wildcards.run}"
 
@@ -32,12 +31,14 @@ rule evaluate:
 rule report:
     input:
         expand(f"{EVAL}/{{run}}/{{name}}", run=RUN_NAMES, name=["per_image.csv", "examples.npz", "metrics.json"]),
+        expand(f"{RUNS}/{{run}}/history.csv", run=RUN_NAMES),  # per-epoch bridge sensitivity
         code("reporting.py", "paper_tables.csv"),
     output:
         REPORT_FILES,
         report(directory(f"{REPORT}/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
                category="MultiMix"),
     params:
-        p=param_slice("train.runs", "train.study", "report.dir"),
+        p=param_slice("study", "model.saliency_norm", "preprocess.size", "train.epochs", "train.steps_per_epoch",
+                      "train.batch_size", "train.lr", "train.lr_step_epochs", "train.lr_gamma", "report.dir"),
     shell:
         "multimix -q report"

@@ -1,21 +1,18 @@
-# Training: one job per entry of train.runs (name -> preset and label counts).
+# Training: one job per run of the study (presets x label counts x repeats,
+# expanded by multimix/study.py as dvc.yaml's matrix stages expand it).
 
 TRAIN_SETTINGS = [
-    "train.study", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.batch_size", "train.lr",
+    "study.name", "model", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.batch_size", "train.lr",
     "train.lr_step_epochs", "train.lr_gamma", "train.strong_max_ops", "train.loss", "train.mixmatch",
 ]
-
-
-def run_slice(run):
-    """This run's own entry of train.runs: editing one run reruns only that run."""
-    return config["train"]["runs"][run]
 
 
 rule train:
     input:
         SPLITS,
         PROCESSED,
-        code("training.py", "losses.py", "augment.py", "presets.py", "tracking.py", "models/multimix.py", "data/loader.py"),
+        code("training.py", "losses.py", "augment.py", "presets.py", "study.py", "tracking.py", "models/multimix.py",
+             "data/loader.py"),
     output:
         f"{RUNS}/{{run}}/best.pt",
         f"{RUNS}/{{run}}/history.csv",
@@ -23,7 +20,6 @@ rule train:
         f"{RUNS}/{{run}}/metrics.json",
     params:
         p=param_slice(*TRAIN_SETTINGS),
-        run=lambda wildcards: run_slice(wildcards.run),
     # A training job uses every core it is given (torch's threads): two at once on
     # the same cores only thrash, so each job takes them all and jobs run in turn.
     threads: workflow.cores

@@ -90,12 +90,13 @@ def synthesise(cfg: Config, datasets: list[str] | None = None, show_progress: bo
                 "(move them away, or set data.source: local to use them)"
             )
         shutil.rmtree(target, ignore_errors=True)
-        owners[dataset] = {"preset": cfg.synth.preset, "seed": cfg.synth.seed}
+        owners[dataset] = {"preset": cfg.synth.preset, "seed": cfg.synth.seed, "chex_layout": cfg.synth.chex_layout}
         _save_owners(raw, owners)  # before writing: a killed run still owns its partial folder
         total = sum(counts[dataset].values())
         with tqdm(total=total, desc=f"synth {dataset}", unit="img", disable=not show_progress) as bar:
             written[dataset] = synth.write_dataset(dataset, target, counts, cfg.synth.seed,
-                                                   workers=cfg.harmonise.workers, progress=lambda: bar.update())
+                                                   workers=cfg.harmonise.workers, progress=lambda: bar.update(),
+                                                   chex_layout=cfg.synth.chex_layout)
     return written
 
 

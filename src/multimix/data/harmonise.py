@@ -155,9 +155,17 @@ def scan_jsrt(root: Path) -> Scan:
     for key, mask_paths in sorted(paired.items()):
         scan.candidates.append(Candidate(
             id=f"jsrt/{key}", dataset="jsrt", image=images[key], masks=mask_paths, mask_size=(1024, 1024),
-            finding="nodule" if key.startswith("JPCLN") else "non-nodule", kind="jsrt_raw",
+            official_split=scr_fold(mask_paths), finding="nodule" if key.startswith("JPCLN") else "non-nodule",
+            kind="jsrt_raw",
         ))
     return scan
+
+
+def scr_fold(mask_paths) -> str:
+    """The SCR fold (fold1 / fold2) both masks of an image lie under, or "" if they name none or differ."""
+    folds = {next((part.lower() for part in Path(p).parts if part.lower() in layout.SCR_FOLDS), "")
+             for p in mask_paths}
+    return folds.pop() if len(folds) == 1 else ""
 
 
 def scan_chex(root: Path) -> Scan:

@@ -9,12 +9,21 @@ JSRT_IMAGE_DIR = "All247images"
 JSRT_IMAGE_GLOB = "JPC*.IMG"
 SCR_LEFT = "left lung"
 SCR_RIGHT = "right lung"
+SCR_FOLDS = ("fold1", "fold2")  # the SCR release's two folds: 124 and 123 images
 JSRT_CLINICAL = ("CLNDAT_EN.txt", "CNNDAT_EN.TXT")
 
-# Kermany et al. 2018, Mendeley Data v2 "ChestXRay2017.zip"
+# Kermany et al. 2018, Mendeley Data v2 "ChestXRay2017.zip" (train, test); the
+# widely redistributed copy adds val/ with 16 images moved out of train.
 CHEX_ROOT = "chest_xray"
 CHEX_SPLITS = ("train", "val", "test")
 CHEX_CLASSES = {"NORMAL": 0, "PNEUMONIA": 1}
+# The 16 images (file stems) the redistributed copy moved from Mendeley's train/ into val/.
+KERMANY_VAL = {
+    "NORMAL": tuple(f"NORMAL2-IM-{n}-0001" for n in (1427, 1430, 1431, 1436, 1437, 1438, 1440, 1442)),
+    "PNEUMONIA": ("person1946_bacteria_4874", "person1946_bacteria_4875", "person1947_bacteria_4876",
+                  "person1949_bacteria_4880", "person1950_bacteria_4881", "person1951_bacteria_4882",
+                  "person1952_bacteria_4883", "person1954_bacteria_4886"),
+}
 
 # Montgomery County set (Jaeger et al. 2014)
 MCU_ROOT = "MontgomerySet"
@@ -36,7 +45,8 @@ EXPECTED = {
         "{raw}/jsrt/" + JSRT_IMAGE_DIR + "/JPCLN001.IMG … JPCNN093.IMG (2048x2048 12-bit big-endian raw) and the SCR "
         "lung masks {raw}/jsrt/**/masks/{{" + SCR_LEFT + "," + SCR_RIGHT + "}}/<name>.gif (1024x1024 GIF)"
     ),
-    "chex": "{raw}/chex/" + CHEX_ROOT + "/{{train,val,test}}/{{NORMAL,PNEUMONIA}}/*.jpeg (Kermany ChestXRay2017.zip unpacked)",
+    "chex": "{raw}/chex/" + CHEX_ROOT + "/{{train,test}}/{{NORMAL,PNEUMONIA}}/*.jpeg, optionally val/ too "
+            "(Kermany ChestXRay2017.zip unpacked)",
     "mcu": (
         "{raw}/mcu/" + MCU_IMAGES + "/MCUCXR_XXXX_Y.png with masks in {raw}/mcu/" + MCU_LEFT + "/ and "
         "{raw}/mcu/" + MCU_RIGHT + "/ (MontgomerySet.zip unpacked)"

@@ -1,8 +1,18 @@
 """`multimix split`: train/val/test partitions and the paper's labelled subsets.
 
 Partitions follow Table 1 of the paper:
-  jsrt  111 / 13 / 123 of 247   (scaled proportionally for other counts)
-  chex  the official train / val / test folders (5,216 / 16 / 624)
+  jsrt  111 / 13 / 123 of 247. The SCR mask release splits JSRT into two
+        folds, fold1 = 124 = 111 + 13 and fold2 = 123: when every image's
+        masks name their fold, test is fold2 and train/val are drawn from
+        fold1 (13/124 of it to val, seeded); otherwise a seeded draw scaled
+        proportionally, as for MCU.
+  chex  the official train / val / test folders (5,216 / 16 / 624). Mendeley's
+        archive (what `multimix download` fetches) has no val folder: its
+        train holds 5,232 images, and the 16 of Table 1 come from a
+        redistributed copy that moved 8 normal + 8 pneumonia images from train
+        into val/. Without a val folder, those 16 files are taken from train
+        when all of them are present (layout.KERMANY_VAL: their exact names), else 8
+        per class (at most a quarter of the class) by a seeded draw.
   mcu   93 / 10 / 35 of 138     (scaled proportionally)
   nihx  all images are test (cross-domain evaluation only)
 Proportional scaling keeps the paper's train and val fractions (rounded, at
@@ -33,10 +43,12 @@ import h5py
 import pandas as pd
 
 from multimix.config import Config, SplitConfig
+from multimix.data import layout
 from multimix.errors import InputError
 
 # Table 1 (train, val, test) for the sources partitioned by proportion.
 PAPER_PARTITIONS = {"jsrt": (111, 13, 123), "mcu": (93, 10, 35)}
+VAL_PER_CLASS = 8  # CheX val drawn from train when there is no val folder: Table 1's 8 + 8
 FORMAT_VERSION = 1
 
 
@@ -54,17 +66,41 @@ def partition_counts(n: int, paper: tuple[int, int, int]) -> tuple[int, int, int
     return n_train, n_val, n - n_train - n_val
 
 
+def chex_val_from_train(train: pd.DataFrame, seed: int) -> list[str]:
+    """Table 1's 16 CheX val images, taken from train (Mendeley's layout has no val folder)."""
+    stems = train["id"].str.rsplit("/", n=1).str[-1]
+    known = [name for names in layout.KERMANY_VAL.values() for name in names]
+    if set(known) <= set(stems):
+        return sorted(train.loc[stems.isin(known), "id"])
+    chosen = []
+    for label, members in sorted(train.groupby("label")["id"]):
+        members = members.tolist()
+        take = min(VAL_PER_CLASS, max(1, len(members) // 4)) if len(members) >= 2 else 0
+        chosen += hash_order(members, f"chex-val/class{label}", seed)[:take]
+    return sorted(chosen)
+
+
 def partition(table: pd.DataFrame, dataset: str, seed: int) -> dict[str, list[str]]:
-    ids = table.loc[table["dataset"] == dataset, "id"].tolist()
+    rows = table[table["dataset"] == dataset]
+    ids = rows["id"].tolist()
     if dataset == "chex":
-        rows = table[table["dataset"] == dataset]
         parts = {name: sorted(rows.loc[rows["official_split"] == name, "id"]) for name in ("train", "val", "test")}
         unknown = set(rows["official_split"]) - set(parts)
         if unknown:
             raise InputError(f"chex: official split(s) {sorted(unknown)} found; expected train, val, test")
+        if not parts["val"]:
+            val = chex_val_from_train(rows[rows["official_split"] == "train"], seed)
+            parts["val"], parts["train"] = val, sorted(set(parts["train"]) - set(val))
         return parts
     if dataset == "nihx":
         return {"train": [], "val": [], "test": sorted(ids)}
+    if dataset == "jsrt" and len(ids) and set(rows["official_split"]) == set(layout.SCR_FOLDS):
+        fold1 = rows.loc[rows["official_split"] == layout.SCR_FOLDS[0], "id"].tolist()
+        paper_train, paper_val, _ = PAPER_PARTITIONS["jsrt"]
+        n_val = max(1, round(len(fold1) * paper_val / (paper_train + paper_val))) if len(fold1) >= 2 else 0
+        order = hash_order(fold1, "partition/jsrt-fold1", seed)
+        return {"train": sorted(order[n_val:]), "val": sorted(order[:n_val]),
+                "test": sorted(rows.loc[rows["official_split"] == layout.SCR_FOLDS[1], "id"])}
     n_train, n_val, _ = partition_counts(len(ids), PAPER_PARTITIONS[dataset])
     order = hash_order(ids, f"partition/{dataset}", seed)
     return {

@@ -172,7 +172,7 @@ def _write_nih(job) -> None:
 
 
 # ------------------------------------------------------------------ per-source plans
-def _plan_jsrt(root: Path, counts: dict, seed: int):
+def _plan_jsrt(root: Path, counts: dict, seed: int, **_):
     (root / layout.JSRT_IMAGE_DIR).mkdir(parents=True)
     for fold in ("fold1", "fold2"):
         for side in (layout.SCR_LEFT, layout.SCR_RIGHT):
@@ -183,14 +183,21 @@ def _plan_jsrt(root: Path, counts: dict, seed: int):
     return _write_jsrt, [(root, seed, i, n, "fold1" if int(n[-3:]) % 2 else "fold2") for i, n in enumerate(names)]
 
 
-def _plan_chex(root: Path, counts: dict, seed: int):
+def _plan_chex(root: Path, counts: dict, seed: int, chex_layout: str = "mendeley", **_):
+    """Kermany's folders: `mendeley` (the archive as published: the validation
+    images sit in train/, and when there are exactly Table 1's 8 + 8 they carry
+    the file names the redistributed copy moved to val/) or `with_val`."""
     jobs, index, person = [], 0, 1
     for split in layout.CHEX_SPLITS:
         for cls, abnormal in (("NORMAL", False), ("PNEUMONIA", True)):
-            folder = root / layout.CHEX_ROOT / split / cls
-            folder.mkdir(parents=True)
-            for k in range(counts[f"{split}_{cls.lower()}"]):
-                if abnormal:
+            count = counts[f"{split}_{cls.lower()}"]
+            folder = root / layout.CHEX_ROOT / ("train" if split == "val" and chex_layout == "mendeley" else split) / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            known = split == "val" and chex_layout == "mendeley" and count == len(layout.KERMANY_VAL[cls])
+            for k in range(count):
+                if known:
+                    name = f"{layout.KERMANY_VAL[cls][k]}.jpeg"
+                elif abnormal:
                     kind = "bacteria" if k % 3 else "virus"  # Kermany: about 2/3 bacterial
                     name = f"person{person}_{kind}_{index}.jpeg"
                     person += 1
@@ -201,7 +208,7 @@ def _plan_chex(root: Path, counts: dict, seed: int):
     return _write_chex, jobs
 
 
-def _plan_mcu(root: Path, counts: dict, seed: int):
+def _plan_mcu(root: Path, counts: dict, seed: int, **_):
     for sub in (layout.MCU_IMAGES, layout.MCU_LEFT, layout.MCU_RIGHT, layout.MCU_READINGS):
         (root / sub).mkdir(parents=True)
     labels = [0] * counts["normal"] + [1] * counts["tb"]
@@ -210,7 +217,7 @@ def _plan_mcu(root: Path, counts: dict, seed: int):
     return _write_mcu, [(root, seed, i + 1, n) for i, n in enumerate(names)]
 
 
-def _plan_nih(root: Path, counts: dict, seed: int):
+def _plan_nih(root: Path, counts: dict, seed: int, **_):
     images = root / layout.NIH_IMAGE_DIR
     images.mkdir(parents=True)
     rng = _rng(seed, "nihx", 0)
@@ -251,10 +258,11 @@ def _run(fn_and_job):
     fn(job)
 
 
-def write_dataset(dataset: str, root: Path, counts: dict, seed: int, workers: int = 1, progress=None) -> int:
+def write_dataset(dataset: str, root: Path, counts: dict, seed: int, workers: int = 1, progress=None,
+                  chex_layout: str = "mendeley") -> int:
     """Write one synthetic source into an empty directory `root`; returns the image count."""
     root.mkdir(parents=True, exist_ok=True)
-    fn, jobs = PLANS[dataset](root, counts[dataset], seed)
+    fn, jobs = PLANS[dataset](root, counts[dataset], seed, chex_layout=chex_layout)
     tasks = [(fn, job) for job in jobs]
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(workers) as pool:

@@ -12,8 +12,16 @@ baselines) the first block takes 384 channels.
 
 Saliency bridge (section 2.3): |∂ predicted-class logit / ∂ input| per
 image, from a separate pass with dropout off; no gradient flows through it.
-It is concatenated with the input image (2 channels), area-averaged to the
-32x32 grid of the first decoder stage and joined there.
+It is scaled per image (`saliency_norm`, below), concatenated with the input
+image (2 channels), area-averaged to the 32x32 grid of the first decoder
+stage and joined there.
+
+Why scale it: raw input gradients are tiny next to the image (measured after
+120 steps at 128²: mean 0.012 against 0.46), so the decoder's weights for the
+saliency channel receive ~40x weaker gradients and the bridge barely learns
+to use it. `max` divides each map by its own maximum and `p99` by its 99th
+percentile (clipped to 1): both put it on the image's [0, 1] scale. `none`
+keeps the reference behaviour.
 """
 
 from __future__ import annotations
@@ -25,6 +33,23 @@ import torch.nn.functional as F
 from torch import nn
 
 ENCODER_CHANNELS = (16, 32, 64, 128, 256)
+SALIENCY_NORMS = ("none", "max", "p99")
+
+
+def normalise_saliency(saliency: torch.Tensor, how: str) -> torch.Tensor:
+    """Scale each map of a (B, 1, H, W) batch by its own maximum or 99th percentile."""
+    if how == "none":
+        return saliency
+    flat = saliency.flatten(1).float()
+    if how == "max":
+        scale = flat.amax(1)
+    elif how == "p99":
+        scale = torch.quantile(flat, 0.99, dim=1)
+    else:
+        raise ValueError(f"saliency_norm {how!r} is not one of {', '.join(SALIENCY_NORMS)}")
+    # An all-zero map (a dead classifier) stays zero instead of dividing by zero.
+    scaled = saliency / scale.clamp_min(1e-12).view(-1, 1, 1, 1).to(saliency.dtype)
+    return scaled.clamp(max=1.0)
 
 
 class Dropout(nn.Module):
@@ -67,9 +92,13 @@ class Output:
 
 
 class MultiMixNet(nn.Module):
-    def __init__(self, bridge: bool = True, dropout: float = 0.25, slope: float = 0.2, classes: int = 2):
+    def __init__(self, bridge: bool = True, dropout: float = 0.25, slope: float = 0.2, classes: int = 2,
+                 saliency_norm: str = "max"):
         super().__init__()
+        if saliency_norm not in SALIENCY_NORMS:
+            raise ValueError(f"saliency_norm {saliency_norm!r} is not one of {', '.join(SALIENCY_NORMS)}")
         self.bridge = bridge
+        self.saliency_norm = saliency_norm
         chans = ENCODER_CHANNELS
         self.encoder = nn.ModuleList(
             [DoubleConv(c_in, c_out, dropout, slope) for c_in, c_out in zip((1,) + chans[:-1], chans)]
@@ -108,7 +137,7 @@ class MultiMixNet(nn.Module):
         return self.head(x)
 
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
-        """|∂ max-class logit / ∂ x| per image; dropout off; detached.
+        """|∂ max-class logit / ∂ x| per image, scaled by `saliency_norm`; dropout off; detached.
 
         Computed in its own forward/backward pass with the network in eval
         mode, then the previous mode is restored exactly (the reference code
@@ -128,20 +157,25 @@ class MultiMixNet(nn.Module):
                 (grad,) = torch.autograd.grad(score, probe)
         finally:
             self.train(was_training)
-        return grad.abs().detach()
+        return normalise_saliency(grad.abs().detach(), self.saliency_norm)
 
     # -- whole passes ---------------------------------------------------------
-    def forward(self, x: torch.Tensor, with_decoder: bool = True, with_classifier: bool = True) -> Output:
+    def forward(self, x: torch.Tensor, with_decoder: bool = True, with_classifier: bool = True,
+                zero_saliency: bool = False) -> Output:
         """Classification logits and (optionally) mask logits for a batch.
 
         Images used only for classification skip the decoder and the saliency
         pass entirely (`with_decoder=False`): they need neither.
+        `zero_saliency` feeds zeros in place of the saliency channel (the image
+        channel of the bridge is kept): the ablation that measures how much
+        the decoder relies on the saliency map.
         """
         out = Output()
         bridge = None
         if with_decoder and self.bridge:
             out.saliency = self.saliency(x)
-            bridge = torch.cat([x, out.saliency.to(x.dtype)], dim=1)
+            saliency = torch.zeros_like(out.saliency) if zero_saliency else out.saliency
+            bridge = torch.cat([x, saliency.to(x.dtype)], dim=1)
         features = self.encode(x)
         if with_classifier:
             out.logits = self.classify(features[-1])
