@@ -27,6 +27,13 @@ class Variant:
     consistency: bool = False
 
     @property
+    def streams(self) -> tuple[str, ...]:
+        """The training streams a step reads: labelled / unlabelled x segmentation / classification."""
+        wanted = {"seg_l": self.segmentation, "seg_u": self.consistency, "cls_l": self.classification,
+                  "cls_u": self.ssl is not None}
+        return tuple(name for name, used in wanted.items() if used)
+
+    @property
     def tasks(self) -> str:
         """The study group the variant belongs to: segmentation, classification or multitask."""
         if self.segmentation and self.classification:

@@ -120,19 +120,18 @@ class Streams:
             # "full" labels: the unlabelled stream draws from the whole pool, labels ignored.
             return part["labeled"], part["unlabeled"] or pool
 
-        # (task, stream prefix, dataset, labelled size, masks?, unlabelled stream wanted?)
+        # (task, stream prefix, dataset, labelled size, masks?)
         tasks = []
         if v.segmentation:
-            tasks.append(("segmentation", "seg", cfg.split.segmentation_dataset, spec.segmentation_labels, True,
-                          v.consistency))
+            tasks.append(("segmentation", "seg", cfg.split.segmentation_dataset, spec.segmentation_labels, True))
         if v.classification:
             tasks.append(("classification", "cls", cfg.split.classification_dataset, spec.classification_labels,
-                          False, bool(v.ssl)))
-        for task, short, dataset, size, masks, wants_unlabelled in tasks:
+                          False))
+        for task, short, dataset, size, masks in tasks:
             path = processed / f"{dataset}.h5"
             labelled, unlabelled = subset(task, size)
             self.train[f"{short}_l"] = H5Images(path, labelled, masks=masks)
-            if wants_unlabelled:
+            if f"{short}_u" in v.streams:
                 self.train[f"{short}_u"] = H5Images(path, unlabelled, masks=False)
             self.val[short] = H5Images(path, splits["partitions"][dataset]["val"], masks=masks)
         for name, data in {**self.train, **self.val}.items():
