@@ -135,7 +135,9 @@ def test_same_commands_call_the_multimix_cli(graphs):
     dvc, smk = graphs
     for name in dvc:
         assert dvc[name]["cmds"] == smk[name]["cmds"], name
-        assert all(cmd.startswith(f"multimix -q {name}") for cmd in dvc[name]["cmds"]), name
+        # one log per stage (and run) under data/logs/, the same file for both orchestrators
+        log = f"data/logs/{name}/{{run}}.log" if name in ("train", "evaluate") else f"data/logs/{name}.log"
+        assert all(cmd.startswith(f"multimix -q --log {log} {name}") for cmd in dvc[name]["cmds"]), name
 
 
 def _folder_deps_expanded(dvc_deps: set[str], smk_deps: set[str]) -> set[str]:

@@ -140,3 +140,35 @@ def test_compare_unknown_experiment(study):
 
     with pytest.raises(InputError, match="no MLflow experiment named nope"):
         compare(["nope"], stream=io.StringIO())
+
+
+def test_compare_takes_the_latest_evaluated_record_and_separates_configs(study):
+    """A later run of a repeat that was never evaluated must not hide the evaluated one;
+    a run trained with other settings (another config digest) gets a row of its own."""
+    tags = {"preset": "multimix", "repeat": "0", "segmentation_labels": "10", "classification_labels": "100"}
+    with mlflow.start_run(run_name="multimix-s10-c100-r0", tags=tags):
+        mlflow.log_metric("best_val_score", 0.1)  # trained again, not evaluated
+    with mlflow.start_run(run_name="multimix-s10-c100-r0", tags=tags | {"config_digest": "f" * 64}):
+        mlflow.log_metric("test_jsrt_dice", 0.5)
+    table = compare(["fake-study"], preset="multimix", stream=io.StringIO())
+    assert len(table) == 2 and sorted(table["config"]) == ["", "ffffffff"]
+    main = table[table["config"] == ""].iloc[0]
+    assert main["repeats"] == 2 and main["test_jsrt_dice_mean"] > 0.8  # both evaluated repeats, not the 0.1 run
+    other = table[table["config"] == "ffffffff"].iloc[0]
+    assert other["repeats"] == 1 and other["test_jsrt_dice_mean"] == 0.5
+
+
+def test_compare_stars_scores_not_counts_and_marks_missing_values_once(study):
+    from multimix.compare import fetch, render, summarise
+
+    table = summarise(fetch(["fake-study"]), all_metrics=True)
+    shown = pd.read_fwf(io.StringIO(render(table)), dtype=str)
+    counts = [c for c in shown.columns if c.endswith(("_images", "_undefined"))]
+    assert "test_jsrt_images" in counts and "test_jsrt_hausdorff_undefined" in counts
+    for column in counts:  # 12 test images everywhere: equal counts, never a "best"
+        assert not shown[column].str.startswith("*").any(), column
+    assert shown["test_jsrt_dice"].str.startswith("*").sum() == 1  # scores are starred
+    text = render(table)
+    assert "None" not in text and "nan" not in text.lower()
+    unet = shown[shown["preset"] == "unet"].iloc[0]
+    assert unet["cls_labels"] == "—" and unet["test_chex_accuracy"] == "—"  # one marker for what does not exist

@@ -1,16 +1,44 @@
 """`multimix <stage>`: the one entry point DVC stages, Snakemake rules and
 people all call. Each sub-command reads `params.yaml` (or `--params`),
-does one stage, and turns bad input into a one-line error (exit 2)."""
+does one stage, and turns bad input into a one-line error (exit 2).
+`--log FILE` copies everything the command prints into FILE as well (the
+pipelines keep one log per stage and run under data/logs/)."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
+from multimix import __version__
 from multimix.config import DATASETS, Config, load_config
 from multimix.errors import InputError
+
+
+class Tee:
+    """A text stream that writes to the console and to a log file, flushing both."""
+
+    def __init__(self, console, log):
+        self.console, self.log = console, log
+
+    def write(self, text: str) -> int:
+        self.console.write(text)
+        self.log.write(text)
+        self.console.flush()
+        self.log.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.console.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return self.console.isatty()
+
+    def __getattr__(self, name):
+        return getattr(self.console, name)
 
 
 class ProgressBars:
@@ -96,26 +124,30 @@ def cmd_split(args, cfg: Config) -> None:
     print(f"wrote {cfg.split_dir / 'splits.json'} (sha256 of canonical form {digest(splits)[:16]}…)")
 
 
+def _runs(args, cfg: Config) -> list[str]:
+    """The runs named by --run (each checked before torch is imported), else all of the study."""
+    from multimix.study import find_run, run_names
+
+    return [find_run(cfg, name).name for name in args.run] if args.run else run_names(cfg)
+
+
 def cmd_train(args, cfg: Config) -> None:
+    names = _runs(args, cfg)
     from multimix.runtime import keep_freed_memory
     from multimix.training import train
 
     keep_freed_memory()
-
-    from multimix.study import run_names
-
-    for name in args.run or run_names(cfg):
+    for name in names:
         summary = train(cfg, name, device=args.device, show_progress=not args.quiet)
         print(f"{name}: best epoch {summary['best_epoch'] + 1} (val_score {summary['best_val_score']:.4f}), "
               f"{summary['parameters']:,} parameters, {summary['device']}, MLflow run {summary['mlflow_run_id']}")
 
 
 def cmd_evaluate(args, cfg: Config) -> None:
+    names = _runs(args, cfg)
     from multimix.evaluation import evaluate
 
-    from multimix.study import run_names
-
-    for name in args.run or run_names(cfg):
+    for name in names:
         summary = evaluate(cfg, name, device=args.device)
         for dataset, values in summary.items():
             main = f"Dice {values['dice']:.4f}" if values["task"] == "segmentation" else \
@@ -153,10 +185,18 @@ def cmd_compare(args, cfg: Config) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="multimix", description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    # --params, -q and --log are accepted before or after the sub-command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default=argparse.SUPPRESS, help="parameter file (default: params.yaml)")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    common.add_argument("--log", default=argparse.SUPPRESS, metavar="FILE",
+                        help="also write everything printed to FILE (its folder is created)")
+    parser = argparse.ArgumentParser(prog="multimix", description=__doc__, parents=[common],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"multimix {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
+    _add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)
 
     p = sub.add_parser("acquire", help="pipeline stage 1: put raw files in place per data.source, write the receipt")
     p.set_defaults(func=cmd_acquire)
@@ -209,9 +249,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _interrupt(signum, frame):
+    # DVC, Snakemake and SLURM stop a job with SIGTERM: unwind like Ctrl-C, so a
+    # training run records itself as KILLED and temporary files are cleaned up.
+    raise KeyboardInterrupt
+
+
+COMMON_DEFAULTS = {"params": "params.yaml", "quiet": False, "log": None}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    # The common options' actions are shared by the main parser and every sub-parser, so
+    # their defaults are filled in here rather than set on either (a default set on the main
+    # parser would make a sub-parser overwrite a value given before the sub-command).
     args = build_parser().parse_args(argv)
+    for name, value in COMMON_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     start = time.perf_counter()
+    log = None
+    if args.log:
+        Path(args.log).parent.mkdir(parents=True, exist_ok=True)
+        log = open(args.log, "w", buffering=1)
+        sys.stdout, sys.stderr = Tee(sys.__stdout__, log), Tee(sys.__stderr__, log)
+        print(f"multimix {__version__} {' '.join(argv if argv is not None else sys.argv[1:])} "
+              f"({time.strftime('%Y-%m-%d %H:%M:%S')})")
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         cfg = load_config(args.params)
         args.func(args, cfg)
@@ -221,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("multimix: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if log:
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+            log.close()
     if not args.quiet:
         print(f"multimix {args.command}: done in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     return 0

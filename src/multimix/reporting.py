@@ -11,6 +11,8 @@ parameter):
       segmentation, correctness for classification) averaged over repeats,
       with MultiMix at the same label counts;
   paper_comparison.md           our MultiMix rows beside the paper's Tables 2-3;
+  summary.json                  key test scores per model and test set, mean over
+      repeats (the DVC metrics file of the study: `dvc exp show` lists these);
   bridge_sensitivity.{md,csv}   per run and segmentation test set: Dice with
       the saliency bridge as trained and with its saliency channel zeroed,
       and the mean |change| of the mask logits (0 for models without a bridge);
@@ -36,7 +38,7 @@ from multimix import metrics, tracking
 from multimix.config import Config
 from multimix.errors import InputError
 from multimix.evaluation import eval_dir
-from multimix.study import expand
+from multimix.study import expand, run_name
 
 CLS_COLUMNS = {"accuracy": "Acc", "f1_normal": "F1-N", "f1_pneumonia": "F1-P", "auc": "AUC"}
 SEG_COLUMNS = {"dice": "DS", "jaccard": "JS", "ssim": "SSIM", "hausdorff": "HD", "precision": "P", "recall": "R"}
@@ -167,12 +169,9 @@ def _plt():
 
 
 def _label(frame_or_row) -> str:
-    parts = [frame_or_row["preset"]]
-    if frame_or_row["cls_labels"]:
-        parts.append(f"c{frame_or_row['cls_labels']}")
-    if frame_or_row["seg_labels"]:
-        parts.append(f"s{frame_or_row['seg_labels']}")
-    return "-".join(parts)
+    """A model as its runs are named, without the repeat: `multimix-s10-c100`."""
+    return run_name(frame_or_row["preset"], frame_or_row["seg_labels"] or None,
+                    frame_or_row["cls_labels"] or None).rsplit("-r", 1)[0]
 
 
 def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Path,
@@ -205,23 +204,34 @@ def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Pa
             ax.tick_params(axis="x", rotation=30)
         save(fig, "dice_distribution.png")
 
-        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
-        for ax, ds in zip(axes[0], datasets):
-            part = seg[(seg["dataset"] == ds) & (seg["preset"] == "multimix")]
-            if part.empty:
-                part = seg[seg["dataset"] == ds]
-            for name, grp in part.groupby("model"):
+        # Bland–Altman: one panel per model (repeats pooled) and test set, with the bias and
+        # the 95% limits of agreement (bias ± 1.96 SD) drawn and labelled.
+        models = sorted(seg["model"].unique(), key=lambda m: (PRESET_ORDER.index(m.split("-")[0]), m))
+        fig, axes = plt.subplots(len(datasets), len(models), figsize=(3.4 * len(models), 3.2 * len(datasets)),
+                                 squeeze=False, sharey="row")
+        for i, ds in enumerate(datasets):
+            for j, name in enumerate(models):
+                ax = axes[i, j]
+                grp = seg[(seg["dataset"] == ds) & (seg["model"] == name)]
+                ax.set_title(f"{name} — {ds}", fontsize=8)
+                if grp.empty:
+                    ax.axis("off")
+                    continue
                 mean = (grp["pred_pixels"] + grp["ref_pixels"]) / 2
                 diff = grp["pred_pixels"] - grp["ref_pixels"]
-                ax.scatter(mean, diff, s=12, label=name)
+                ax.scatter(mean, diff, s=10, alpha=0.7)
                 bias, sd = diff.mean(), diff.std(ddof=1) if len(diff) > 1 else 0.0
-                ax.axhline(bias, color="k", lw=0.8)
-                for k in (-1.96, 1.96):
-                    ax.axhline(bias + k * sd, color="k", lw=0.6, ls="--")
-            ax.set_title(f"Bland–Altman, lung pixels — {ds}")
-            ax.set_xlabel("mean of predicted and reference pixels")
-            ax.set_ylabel("predicted − reference")
-            ax.legend(fontsize=7)
+                for value, style, text in ((bias, "-", f"bias {bias:+.0f}"),
+                                           (bias + 1.96 * sd, "--", f"+1.96 SD {bias + 1.96 * sd:+.0f}"),
+                                           (bias - 1.96 * sd, "--", f"−1.96 SD {bias - 1.96 * sd:+.0f}")):
+                    ax.axhline(value, color="k", lw=0.8, ls=style)
+                    ax.annotate(text, (1.0, value), xycoords=("axes fraction", "data"), ha="right", va="bottom",
+                                fontsize=6)
+                ax.axhline(0, color="grey", lw=0.5, ls=":")
+                ax.set_xlabel("mean of predicted and reference lung pixels", fontsize=7)
+                if j == 0:
+                    ax.set_ylabel("predicted − reference pixels", fontsize=7)
+                ax.tick_params(labelsize=6)
         save(fig, "bland_altman.png")
 
     if not cls.empty:
@@ -255,7 +265,7 @@ def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Pa
                     ax.errorbar(range(len(g)), g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3,
                                 label=f"{preset}" + (f"-s{seg_labels}" if seg_labels else ""))
                     ax.set_xticks(range(len(g)), g["cls_labels"])
-                ax.set_title(f"Accuracy vs |D_l^c| — {ds}")
+                ax.set_title(rf"Accuracy vs $|\mathcal{{D}}_l^c|$ — {ds}")
                 ax.set_xlabel("labelled classification images")
                 ax.set_ylabel("accuracy")
                 ax.legend(fontsize=7)
@@ -279,12 +289,18 @@ def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Pa
                 overlay[find_boundaries(ex[f"{ds}_pred"][0])] = [1, 0, 0]
                 ax.imshow(overlay)
                 ax.set_title(f"{run}\n{ds}", fontsize=7)
+        from matplotlib.lines import Line2D
+
+        fig.legend(handles=[Line2D([], [], color=(0, 1, 0), lw=2, label="reference"),
+                            Line2D([], [], color=(1, 0, 0), lw=2, label="prediction")],
+                   loc="lower center", ncol=2, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
         save(fig, "boundaries.png")
 
     for task, suffix in (("classification", "_probability"), ("segmentation", "_pred")):
-        chosen = next((e for r, e in sorted(examples.items()) if r.startswith("multimix") and
-                       any(k.endswith(suffix) for k in e) and any(k.endswith("_saliency") for k in e)), None)
-        chosen = chosen or next((e for e in examples.values() if any(k.endswith("_saliency") for k in e)), None)
+        with_saliency = [(r, e) for r, e in sorted(examples.items()) if any(k.endswith("_saliency") for k in e)]
+        run, chosen = next(((r, e) for r, e in with_saliency if r.startswith("multimix")
+                            and any(k.endswith(suffix) for k in e)), next(iter(with_saliency), (None, None)))
         if chosen is None:
             continue
         keys = sorted(k[: -len("_image")] for k in chosen if k.endswith("_image"))
@@ -299,10 +315,12 @@ def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Pa
                 title = {0: "normal", 1: "pneumonia"}.get(int(label), "no label")
                 axes[2 * i, j].imshow(chosen[f"{ds}_image"][j], cmap="gray", vmin=0, vmax=1)
                 axes[2 * i, j].set_title(f"{ds}: {title}", fontsize=7)
-                axes[2 * i + 1, j].imshow(chosen[f"{ds}_saliency"][j], cmap="inferno")
-                axes[2 * i + 1, j].set_title("saliency", fontsize=7)
+                shown = axes[2 * i + 1, j].imshow(chosen[f"{ds}_saliency"][j], cmap="inferno")
+                axes[2 * i + 1, j].set_title("saliency |∂ logit / ∂ x|", fontsize=7)
+                fig.colorbar(shown, ax=axes[2 * i + 1, j], fraction=0.046, pad=0.02).ax.tick_params(labelsize=5)
         for ax in axes.flat:
             ax.axis("off")
+        fig.suptitle(f"Saliency of {run} (test images)", fontsize=9)
         save(fig, f"saliency_{task}.png")
 
     bridged = histories[histories["bridge"]] if histories is not None and not histories.empty else None
@@ -331,6 +349,21 @@ def to_markdown(table: pd.DataFrame) -> str:
     sep = "|" + "|".join("---" for _ in table.columns) + "|"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join([head, sep, *body]) + "\n"
+
+
+SUMMARY_METRICS = ("accuracy", "auc", "dice", "hausdorff")
+
+
+def summary_metrics(summary: pd.DataFrame) -> dict:
+    """{model: {test set: {metric: mean over repeats}}} for the few scores a study is read by."""
+    out: dict = {}
+    if summary.empty:
+        return out
+    summary = summary.assign(model=summary.apply(_label, axis=1))
+    for (model, dataset), grp in summary.groupby(["model", "dataset"]):
+        values = {m: round(float(grp[m].mean()), 4) for m in SUMMARY_METRICS if m in grp and grp[m].notna().any()}
+        out.setdefault(model, {})[dataset] = values
+    return out
 
 
 def load_histories(cfg: Config) -> pd.DataFrame:
@@ -377,10 +410,14 @@ def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dic
     (out / "paper_comparison.md").write_text(
         "# MultiMix: ours vs the paper (Tables 2–3)\n\nPaper values transcribed from the paper's tables "
         "(src/multimix/paper_tables.csv). Synthetic data is not the paper's data: the comparison is "
-        "meaningful only on the real datasets.\n\n" + (to_markdown(comparison) if len(comparison) else
+        "meaningful only on the real datasets.\n\nUnits of HD: ours is the average (modified) Hausdorff "
+        "distance in pixels of the evaluation grid (256 × 256 in the paper study). The paper does not state its "
+        "units; its values (≈ 0.1–5) fit neither pixels of a 256² grid for these masks nor millimetres well, so "
+        "compare HD only between rows of our own tables.\n\n" + (to_markdown(comparison) if len(comparison) else
                                                        "No MultiMix run matches a label setting of the paper.\n"))
     written["paper_comparison"] = out / "paper_comparison.md"
     summary.to_csv(out / "runs_summary.csv", index=False)
+    (out / "summary.json").write_text(json.dumps(summary_metrics(summary), indent=1, sort_keys=True) + "\n")
     figs = figures(summary, images, examples, out / "figures", load_histories(cfg))
     for path in figs:
         written[path.stem] = path

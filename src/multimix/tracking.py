@@ -76,3 +76,15 @@ def source_digest() -> str:
     """Digest of the package's own source: a changed method must not resume an old checkpoint."""
     package = Path(__file__).resolve().parent
     return file_digest(sorted(package.rglob("*.py")))
+
+
+def end_abandoned_run(run_id: str) -> None:
+    """Mark a run killed (SIGKILL, power loss) and never to be resumed as KILLED, not RUNNING forever."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri())
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
+    except Exception:
+        pass  # not in this store (another MLFLOW_TRACKING_URI): nothing to mend

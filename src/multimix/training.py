@@ -271,7 +271,7 @@ def better(record: dict, best: dict | None) -> bool:
 
 
 # ------------------------------------------------------------------ figures
-def save_figures(model: MultiMixNet, streams: Streams, out_dir: Path, device, count: int) -> list[Path]:
+def save_figures(model: MultiMixNet, streams: Streams, out_dir: Path, device, count: int, spec: RunSpec) -> list[Path]:
     """Saliency maps (and predicted vs reference lung boundaries) for a few validation images."""
     import matplotlib
 
@@ -297,10 +297,12 @@ def save_figures(model: MultiMixNet, streams: Streams, out_dir: Path, device, co
         for i in range(n):
             image = batch["image"][i, 0].numpy()
             axes[0, i].imshow(image, cmap="gray", vmin=0, vmax=1)
-            pred = out.logits[i].argmax().item() if out.logits is not None else -1
-            axes[0, i].set_title(f"pred {['normal', 'pneumonia'][pred] if pred >= 0 else '-'}", fontsize=7)
-            axes[1, i].imshow(saliency[i, 0].numpy(), cmap="inferno")
-            axes[1, i].set_title("saliency", fontsize=7)
+            # a model that never learned classification has no meaningful class prediction
+            pred = out.logits[i].argmax().item() if spec.variant.classification else -1
+            axes[0, i].set_title(f"predicted {['normal', 'pneumonia'][pred] if pred >= 0 else '—'}", fontsize=7)
+            shown = axes[1, i].imshow(saliency[i, 0].numpy(), cmap="inferno")
+            axes[1, i].set_title("saliency |∂ logit / ∂ x|", fontsize=7)
+            fig.colorbar(shown, ax=axes[1, i], fraction=0.046, pad=0.02).ax.tick_params(labelsize=5)
             if name == "seg":
                 overlay = np.stack([image] * 3, -1)
                 ref = find_boundaries(batch["mask"][i, 0].numpy() > 0.5)
@@ -308,9 +310,10 @@ def save_figures(model: MultiMixNet, streams: Streams, out_dir: Path, device, co
                 overlay[ref] = [0, 1, 0]  # reference green
                 overlay[hyp] = [1, 0, 0]  # prediction red
                 axes[2, i].imshow(overlay)
-                axes[2, i].set_title("ref green / pred red", fontsize=7)
+                axes[2, i].set_title("reference green, prediction red", fontsize=6)
         for ax in axes.flat:
             ax.axis("off")
+        fig.suptitle(f"{spec.name} — {'JSRT' if name == 'seg' else 'CheX'} validation images", fontsize=8)
         fig.tight_layout()
         path = out_dir / f"{name}_val_saliency.png"
         fig.savefig(path, dpi=90)
@@ -373,6 +376,9 @@ def build_model(spec: RunSpec, cfg: Config) -> MultiMixNet:
     return MultiMixNet(bridge=spec.variant.bridge, saliency_norm=cfg.model.saliency_norm)
 
 
+HEARTBEAT_SECONDS = 120  # without progress bars, a line at least this often (a paper-scale epoch takes an hour on CPU)
+
+
 def train(cfg: Config, run_name: str, device: str | None = None, show_progress: bool = True, log=print,
           use_mlflow: bool = True, stop_after_epochs: int | None = None) -> dict:
     """Train one run of the study; resumable. `stop_after_epochs` ends early (for tests of resume)."""
@@ -415,7 +421,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
     # The best epoch's record and weights live in last.pt too: best.pt is an
     # output that DVC and Snakemake delete before a rerun, and a resumed run
     # must be able to write it again even if no later epoch beats it.
-    start_epoch, best, best_weights, history, mlflow_id = 0, None, None, [], ""
+    start_epoch, best, best_weights, history, mlflow_id, abandoned = 0, None, None, [], "", ""
     if last_path.exists():
         ckpt = torch.load(last_path, map_location=dev, weights_only=True)
         if ckpt.get("fingerprint") == fingerprint and "best_model" in ckpt:
@@ -428,6 +434,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
             log(f"{spec.name}: resuming after epoch {ckpt['epoch'] + 1} of {tc.epochs}")
         else:
             log(f"{spec.name}: {last_path} belongs to other parameters, code or data; starting afresh")
+            abandoned = ckpt.get("mlflow_run_id", "")  # its MLflow record will never finish
 
     mlflow = None
     if use_mlflow:
@@ -435,6 +442,8 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
 
         mlflow = _mlflow
         tracking.use_experiment(cfg.study.name)
+        if abandoned:
+            tracking.end_abandoned_run(abandoned)
         known = False
         if mlflow_id:  # continue the interrupted run's record, if the store still has it
             try:
@@ -445,10 +454,14 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
         mlflow_id = active.info.run_id
         if not known:
             mlflow.log_params(params)
+            # Every training setting but the run's own identity: runs of one study share it, and
+            # `multimix compare` never averages runs trained with other settings.
+            config_digest = hashlib.sha256(json.dumps({k: v for k, v in params.items() if not k.startswith("run.")},
+                                                      sort_keys=True).encode()).hexdigest()
             mlflow.set_tags({
-                "study": cfg.study.name, "preset": spec.preset,
-                "segmentation_labels": str(spec.segmentation_labels),
-                "classification_labels": str(spec.classification_labels), "repeat": str(spec.repeat),
+                "study": cfg.study.name, "preset": spec.preset, "config_digest": config_digest,
+                "segmentation_labels": spec.segmentation_labels or "",
+                "classification_labels": spec.classification_labels or "", "repeat": str(spec.repeat),
                 "git_commit": tracking.git_commit(), "data_digest": data_id, "source_digest": source_id,
                 "device": str(dev), "parameters": str(parameter_count(model)),
             })
@@ -464,10 +477,10 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
             model.train()
             loaders = streams.loaders(cfg, spec, epoch, steps)
             sums: dict[str, float] = {}
-            start = time.perf_counter()
+            start = heartbeat = time.perf_counter()
             bar = tqdm(zip(*loaders.values()), total=steps, desc=f"{spec.name} epoch {epoch + 1}/{tc.epochs}",
                        disable=not show_progress, leave=False)
-            for parts in bar:
+            for step, parts in enumerate(bar, 1):
                 batch = {}
                 for name, part in zip(loaders, parts):
                     batch[name] = {k: v.to(dev, non_blocking=True) for k, v in part.items()}
@@ -482,6 +495,11 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix(loss=f"{terms['loss_total']:.3f}")
+                if not show_progress and time.perf_counter() - heartbeat > HEARTBEAT_SECONDS:
+                    heartbeat = time.perf_counter()
+                    log(f"{spec.name} epoch {epoch + 1}/{tc.epochs}: step {step}/{steps}, "
+                        f"loss {sums['loss_total'] / step:.4f}, "
+                        f"{step * images_per_step / (heartbeat - start):.1f} img/s")
             seconds = time.perf_counter() - start
             record = {k: v / steps for k, v in sums.items()}
             record.update(lr=optimiser.param_groups[0]["lr"], images_per_s=steps * images_per_step / seconds,
@@ -514,7 +532,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                           "preset": spec.preset, "bridge": variant.bridge, "saliency_norm": cfg.model.saliency_norm,
                           "run": asdict(spec)}, best_path)
             model.load_state_dict(best_weights)
-            figures = save_figures(model, streams, run_dir / "figures", dev, tc.figures)
+            figures = save_figures(model, streams, run_dir / "figures", dev, tc.figures, spec)
             pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
             (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
             if mlflow:

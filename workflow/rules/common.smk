@@ -7,6 +7,7 @@ import re
 import sys
 
 from multimix.config import config_from_dict
+from multimix.data.acquire import raw_state
 from multimix.errors import InputError
 from multimix.study import run_names
 

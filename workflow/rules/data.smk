@@ -8,8 +8,13 @@ rule acquire:
         RECEIPT,
     params:
         p=param_slice("data.source", "data.raw_dir", "data.datasets", "synth", "download"),
+        # Raw files may change by hand: their state is a parameter, so a changed tree reruns
+        # this rule (DVC: always_changed); an unchanged receipt reruns nothing downstream.
+        raw=lambda wildcards: raw_state(CHECKED),
+    log:
+        "data/logs/acquire.log",
     shell:
-        "multimix -q acquire"
+        "multimix -q --log {log} acquire"
 
 
 rule harmonise:
@@ -22,8 +27,10 @@ rule harmonise:
         SUMMARY,
     params:
         p=param_slice("data.datasets", "data.nihx", "data.interim_dir"),
+    log:
+        "data/logs/harmonise.log",
     shell:
-        "multimix -q harmonise"
+        "multimix -q --log {log} harmonise"
 
 
 rule preprocess:
@@ -35,8 +42,10 @@ rule preprocess:
         directory(PROCESSED),
     params:
         p=param_slice("data.datasets", "preprocess.size", "preprocess.aspect", "preprocess.clip_percentiles", "preprocess.processed_dir"),
+    log:
+        "data/logs/preprocess.log",
     shell:
-        "multimix -q preprocess"
+        "multimix -q --log {log} preprocess"
 
 
 rule split:
@@ -47,5 +56,7 @@ rule split:
         SPLITS,
     params:
         p=param_slice("split"),
+    log:
+        "data/logs/split.log",
     shell:
-        "multimix -q split"
+        "multimix -q --log {log} split"

@@ -6,7 +6,7 @@ REPORT_FILES = [
     f"{REPORT}/{name}"
     for name in (
         "table2_in_domain.md", "table2_in_domain.csv", "table3_cross_domain.md", "table3_cross_domain.csv",
-        "bridge_sensitivity.md", "bridge_sensitivity.csv", "paper_comparison.md", "runs_summary.csv",
+        "bridge_sensitivity.md", "bridge_sensitivity.csv", "paper_comparison.md", "runs_summary.csv", "summary.json",
     )
 ]
 
@@ -24,8 +24,10 @@ rule evaluate:
         f"{EVAL}/{{run}}/metrics.json",
     params:
         p=param_slice("evaluate.dir"),
+    log:
+        "data/logs/evaluate/{run}.log",
     shell:
-        "multimix -q evaluate --run {wildcards.run}"
+        "multimix -q --log {log} evaluate --run {wildcards.run}"
 
 
 rule report:
@@ -40,5 +42,7 @@ rule report:
     params:
         p=param_slice("study", "model.saliency_norm", "preprocess.size", "train.epochs", "train.steps_per_epoch",
                       "train.batch_size", "train.lr", "train.lr_step_epochs", "train.lr_gamma", "report.dir"),
+    log:
+        "data/logs/report.log",
     shell:
-        "multimix -q report"
+        "multimix -q --log {log} report"

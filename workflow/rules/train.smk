@@ -25,5 +25,7 @@ rule train:
     threads: workflow.cores
     resources:
         gpu=1,  # on GPU machines: `--resources gpu=N` runs N trainings at once
+    log:
+        "data/logs/train/{run}.log",
     shell:
-        "multimix -q train --run {wildcards.run}"
+        "multimix -q --log {log} train --run {wildcards.run}"

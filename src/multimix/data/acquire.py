@@ -11,7 +11,14 @@ not the raw folder itself: DVC and Snakemake delete a stage's outputs before
 re-running it, and nobody wants hand-placed JSRT files deleted. The receipt
 fingerprints every source (content hashes for synthetic data, which is
 small and deterministic; path + size + mtime for real data, which is not
-small), so `harmonise` re-runs whenever the raw files change through this stage.
+small), so `harmonise` re-runs whenever the raw files change.
+
+Raw files can change behind the pipeline's back (a file added, fixed or
+truncated by hand), so both orchestrators run this stage every time (DVC:
+`always_changed`; Snakemake: the raw tree's state is a parameter of the
+rule). It is cheap when nothing changed: synthetic sources whose settings
+and files are as last written are not written again, and the receipt is
+only rewritten when its content changes, so nothing downstream reruns.
 
 Synthetic data never overwrites real data: `synth` only replaces a source
 folder that is empty or that it wrote itself (recorded in
@@ -72,8 +79,15 @@ def fingerprint(root: Path, content: bool) -> dict:
     return {"files": files, "bytes": total, "sha256": digest.hexdigest(), "method": "content" if content else "stat"}
 
 
-def synthesise(cfg: Config, datasets: list[str] | None = None, show_progress: bool = True) -> dict[str, int]:
-    """Write synthetic sources; returns images written per source."""
+def _synth_settings(cfg: Config, counts: dict, dataset: str) -> dict:
+    return {"preset": cfg.synth.preset, "seed": cfg.synth.seed, "chex_layout": cfg.synth.chex_layout,
+            "counts": counts[dataset], "version": synth.VERSION}
+
+
+def synthesise(cfg: Config, datasets: list[str] | None = None, show_progress: bool = True,
+               reuse: bool = False) -> dict[str, int]:
+    """Write synthetic sources; returns images written per source. With `reuse`, a
+    source whose settings and files are exactly as last written is left alone."""
     raw = cfg.raw_dir
     raw.mkdir(parents=True, exist_ok=True)
     try:
@@ -89,14 +103,23 @@ def synthesise(cfg: Config, datasets: list[str] | None = None, show_progress: bo
                 f"{target} holds files that multimix synth did not write; refusing to replace them "
                 "(move them away, or set data.source: local to use them)"
             )
+        settings = _synth_settings(cfg, counts, dataset)
+        owned = owners.get(dataset, {})
+        if reuse and owned.get("settings") == settings and owned.get("stat") == fingerprint(target, content=False):
+            written[dataset] = 0
+            continue
         shutil.rmtree(target, ignore_errors=True)
-        owners[dataset] = {"preset": cfg.synth.preset, "seed": cfg.synth.seed, "chex_layout": cfg.synth.chex_layout}
+        owners[dataset] = {"settings": settings}
         _save_owners(raw, owners)  # before writing: a killed run still owns its partial folder
         total = sum(counts[dataset].values())
         with tqdm(total=total, desc=f"synth {dataset}", unit="img", disable=not show_progress) as bar:
             written[dataset] = synth.write_dataset(dataset, target, counts, cfg.synth.seed,
                                                    workers=cfg.harmonise.workers, progress=lambda: bar.update(),
                                                    chex_layout=cfg.synth.chex_layout)
+        # What was written, to recognise it next time: its stat state (cheap to compare)
+        # and its content digest (for the receipt; identical on every machine).
+        owners[dataset] |= {"stat": fingerprint(target, content=False), "content": fingerprint(target, content=True)}
+        _save_owners(raw, owners)
     return written
 
 
@@ -110,11 +133,23 @@ def _refuse_phantoms(cfg: Config) -> None:
             )
 
 
+def raw_state(cfg: Config) -> str:
+    """What the acquire stage must rerun on besides its parameters: for real data the
+    state (paths, sizes, mtimes) of the raw folders; for synthetic data nothing
+    (its parameters say what it is). Snakemake gives it to the rule as a parameter."""
+    if cfg.data.source == "synthetic":
+        return ""
+    digest = hashlib.sha256()
+    for dataset in cfg.data.datasets:
+        digest.update(json.dumps(fingerprint(cfg.raw_dir / dataset, content=False), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
 def acquire(cfg: Config, show_progress: bool = True, log=print) -> dict:
     raw = cfg.raw_dir
     datasets = list(cfg.data.datasets)
     if cfg.data.source == "synthetic":
-        synthesise(cfg, datasets, show_progress)
+        synthesise(cfg, datasets, show_progress, reuse=True)
     else:
         _refuse_phantoms(cfg)
         if cfg.data.source == "download":
@@ -131,9 +166,13 @@ def acquire(cfg: Config, show_progress: bool = True, log=print) -> dict:
         "source": cfg.data.source,
         "config": config_to_dict(cfg.data) | {"synth": config_to_dict(cfg.synth)},
         "datasets": {
-            d: {"origin": "synthetic" if d in owners else "real"} | fingerprint(raw / d, content=d in owners)
+            d: {"origin": "synthetic", **owners[d]["content"]} if d in owners and "content" in owners[d]
+            else {"origin": "synthetic" if d in owners else "real"} | fingerprint(raw / d, content=d in owners)
             for d in datasets
         },
     }
-    (raw / RECEIPT).write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(receipt, indent=2, sort_keys=True) + "\n"
+    path = raw / RECEIPT
+    if not path.is_file() or path.read_text() != text:  # unchanged: keep its mtime, rerun nothing downstream
+        path.write_text(text)
     return receipt

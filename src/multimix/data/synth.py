@@ -48,6 +48,7 @@ PRESETS: dict[str, dict[str, dict[str, int]]] = {
 }
 
 DATASET_CODES = {"jsrt": 1, "chex": 2, "mcu": 3, "nihx": 4}
+VERSION = 2  # of the phantoms and layouts written: a source written by another version is written again
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,220 @@
+"""The pipeline under the real orchestrators, with faults injected: every fault leaves a usable state.
+
+Each test builds a tiny project (git + DVC, the real dvc.yaml and workflow/, the
+package source linked in) and drives `dvc repro`, `dvc exp run` and `snakemake`
+as a user would: a forced rerun of a finished training, a SIGKILL in the middle
+of one, and raw files changed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import TINY_COUNTS
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RUN = "enc-c2-r0"
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_params() -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["synth"]["counts"] = TINY_COUNTS
+    params["harmonise"]["workers"] = 1
+    params["preprocess"].update(size=64, workers=1)
+    params["split"].update(segmentation_sizes=[1, "full"], classification_sizes=[2, "full"], repeats=[0])
+    params["study"] = {"name": "orchestrated", "repeats": [0],
+                       "presets": {"segmentation": ["unet"], "classification": ["enc"], "multitask": []},
+                       "segmentation_labels": [1], "classification_labels": [2], "multitask_labels": []}
+    params["train"].update(epochs=3, steps_per_epoch=2, batch_size=2, figures=1)
+    return params
+
+
+def sh(project: Path, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    tool = str(BIN / args[0]) if (BIN / args[0]).exists() else args[0]
+    result = subprocess.run([tool, *args[1:]], cwd=project, capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    for name in ("dvc.yaml", "Snakefile", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, folder / name)
+    shutil.copytree(ROOT / "workflow", folder / "workflow")
+    os.symlink(ROOT / "src", folder / "src")  # the code dependencies of the stages
+    (folder / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    sh(folder, "git", "init", "-q")
+    sh(folder, "git", "config", "user.email", "test@example.org")
+    sh(folder, "git", "config", "user.name", "test")
+    sh(folder, "dvc", "init", "-q")
+    sh(folder, "git", "add", "-A")
+    sh(folder, "git", "commit", "-q", "-m", "tiny project")
+    return folder
+
+
+def run_folder(project: Path, run: str = RUN) -> Path:
+    return project / "data" / "runs" / run
+
+
+def assert_complete_run(project: Path, run: str = RUN, epochs: int = 3) -> None:
+    """best.pt, history, metrics and figures present and from one training."""
+    folder = run_folder(project, run)
+    best = torch.load(folder / "best.pt", weights_only=True)
+    last = torch.load(folder / "last.pt", weights_only=True)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    history = (folder / "history.csv").read_text().strip().splitlines()
+    assert len(history) == 1 + epochs and metrics["epochs_done"] == epochs
+    assert best["epoch"] == metrics["best_epoch"] == last["best"]["epoch"]
+    assert all(torch.equal(best["model"][k], last["best_model"][k]) for k in best["model"])
+    assert list((folder / "figures").glob("*.png"))
+
+
+def mlflow_statuses(project: Path, run: str = RUN) -> list[str]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("orchestrated")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{run}'")
+    return [r.info.status for r in runs]
+
+
+def find_process(fragment: str, deadline: float) -> int:
+    """PID of the process whose command line contains `fragment`."""
+    while time.time() < deadline:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if fragment in cmdline and "python" in cmdline:
+                    return int(entry.name)
+        time.sleep(0.05)
+    raise AssertionError(f"no process running {fragment!r}")
+
+
+def kill_during_training(project: Path, command: list[str], epochs: int) -> subprocess.Popen:
+    """Start an orchestrator, SIGKILL the training process after its first epoch's checkpoint."""
+    proc = subprocess.Popen(command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    pid = find_process(f"train --run {RUN}", deadline)
+    log = project / "data" / "logs" / "train" / f"{RUN}.log"
+    while f"epoch 1/{epochs}:" not in (log.read_text() if log.exists() else ""):
+        assert time.time() < deadline and proc.poll() is None, f"training never logged its first epoch in {log}"
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=600)
+    assert proc.returncode != 0, "the orchestrator finished although its training was killed"
+    return proc
+
+
+def test_forced_dvc_rerun_of_a_finished_training(project):
+    """`dvc repro -f` deletes best.pt but not last.pt; the rerun must still end with a complete run."""
+    sh(project, "dvc", "repro", "-q")
+    assert_complete_run(project)
+    sh(project, "dvc", "repro", "-f", "-q", "-s", "train-classification@enc-2-0")
+    assert_complete_run(project)
+    assert set(mlflow_statuses(project)) == {"FINISHED"}
+    sh(project, "dvc", "repro", "-q")  # evaluate and report follow the rerun
+    status = sh(project, "dvc", "status").stdout
+    assert status.split() == ["acquire:", "always", "changed"], status  # it re-fingerprints raw files, by design
+
+
+def test_dvc_exp_run_after_a_kill_resumes_and_shows_metrics(project):
+    sh(project, "dvc", "repro", "-q")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-q", "-m", "baseline run")
+    command = [str(BIN / "dvc"), "exp", "run", "-S", "train.epochs=8", "-S", "train.steps_per_epoch=40"]
+    kill_during_training(project, command, epochs=8)
+    assert "RUNNING" in mlflow_statuses(project)  # SIGKILL leaves no chance to record anything
+    result = sh(project, "dvc", "exp", "run", "-S", "train.epochs=8", "-S", "train.steps_per_epoch=40")
+    log = (project / "data" / "logs" / "train" / f"{RUN}.log").read_text()
+    assert "resuming after epoch" in log, log
+    assert_complete_run(project, epochs=8)
+    assert "RUNNING" not in mlflow_statuses(project), result.stdout
+    shown = json.loads(sh(project, "dvc", "exp", "show", "--json").stdout)
+    values = json.dumps(shown)
+    assert '"accuracy"' in values and "enc-c2" in values  # the study's metrics, not "!"
+
+
+def test_snakemake_forcerun_of_a_finished_training(project):
+    sh(project, "snakemake", "--cores", "1")
+    assert_complete_run(project)
+    sh(project, "snakemake", "--cores", "1", "--forcerun", "train")
+    assert_complete_run(project)
+    assert set(mlflow_statuses(project)) == {"FINISHED"}
+    dry = sh(project, "snakemake", "--cores", "1", "-n").stdout
+    assert "Nothing to be done" in dry, dry
+
+
+def test_snakemake_rerun_after_a_kill(project):
+    sh(project, "snakemake", "--cores", "1", "data/splits/splits.json")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"].update(epochs=8, steps_per_epoch=40)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    kill_during_training(project, [str(BIN / "snakemake"), "--cores", "1"], epochs=8)
+    sh(project, "snakemake", "--cores", "1")
+    assert_complete_run(project, epochs=8)
+    assert "RUNNING" not in mlflow_statuses(project)
+
+
+def _local_raw(project: Path) -> None:
+    """Turn the tiny project into one with hand-placed files (data.source: local)."""
+    sh(project, "multimix", "-q", "synth")
+    (project / "data" / "raw" / ".synthetic.json").unlink()  # now they are "real" files
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["source"] = "local"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _truncate_a_chex_image(project: Path) -> Path:
+    image = sorted((project / "data" / "raw" / "chex").rglob("*.jpeg"))[0]
+    image.write_bytes(image.read_bytes()[:2000])
+    return image
+
+
+def test_dvc_sees_a_raw_file_truncated_by_hand(project):
+    _local_raw(project)
+    sh(project, "dvc", "repro", "-q", "harmonise")
+
+    def reran_harmonise() -> bool:  # acquire always runs (it re-fingerprints); harmonise only on a change
+        out = sh(project, "dvc", "repro", "harmonise").stdout
+        assert "Running stage 'acquire'" in out, out
+        return "Running stage 'harmonise'" in out
+
+    assert not reran_harmonise()
+    image = _truncate_a_chex_image(project)
+    assert reran_harmonise()
+    rejected = (project / "data" / "interim" / "rejected.csv").read_text()
+    assert image.name in rejected, rejected
+    assert not reran_harmonise()
+
+
+def test_snakemake_sees_a_raw_file_truncated_by_hand(project):
+    _local_raw(project)
+    target = "data/interim/manifest.csv"
+    sh(project, "snakemake", "--cores", "1", target)
+    assert "Nothing to be done" in sh(project, "snakemake", "--cores", "1", "-n", target).stdout
+    image = _truncate_a_chex_image(project)
+    dry = sh(project, "snakemake", "--cores", "1", "-n", target).stdout
+    assert "harmonise" in dry and "acquire" in dry, dry
+    sh(project, "snakemake", "--cores", "1", target)
+    assert image.name in (project / "data" / "interim" / "rejected.csv").read_text()
+    assert "Nothing to be done" in sh(project, "snakemake", "--cores", "1", "-n", target).stdout
