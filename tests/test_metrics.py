@@ -99,3 +99,25 @@ def test_paired_t_test_against_scipy():
     assert p == pytest.approx(stats.ttest_rel(a, b).pvalue)
     # by hand: differences mean 0.042, sd 0.0205, t = 4.58 with 4 degrees of freedom -> p ≈ 0.0102
     assert p == pytest.approx(0.0102, abs=3e-4)
+
+
+def test_ssim_of_shifted_masks_falls_with_the_shift_and_matches_its_definition():
+    """SSIM of binary masks: 1 for identical, lower for every further pixel of shift, and equal to
+    the mean over 7x7 windows of the SSIM formula (data range 1, K1 = 0.01, K2 = 0.03)."""
+    from scipy.ndimage import uniform_filter
+
+    ref = square(20, 20)
+    scores = [metrics.segmentation_scores(square(20, 20 + k), ref)["ssim"] for k in range(0, 6)]
+    assert scores[0] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(scores, scores[1:])), scores
+    x, y = square(20, 22).astype(float), ref.astype(float)
+    filt = lambda a: uniform_filter(a, size=7)  # noqa: E731
+    n = 49
+    ux, uy = filt(x), filt(y)
+    vx = (filt(x * x) - ux * ux) * n / (n - 1)
+    vy = (filt(y * y) - uy * uy) * n / (n - 1)
+    cxy = (filt(x * y) - ux * uy) * n / (n - 1)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim_map = ((2 * ux * uy + c1) * (2 * cxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
+    expected = ssim_map[3:-3, 3:-3].mean()  # scikit-image drops the borders the window overhangs
+    assert scores[2] == pytest.approx(expected, abs=1e-6)

@@ -125,10 +125,14 @@ def test_augmentations_are_seeded_and_per_image():
 
 
 def test_weak_shift_moves_the_mask_with_the_image():
-    x = torch.zeros(1, 1, 64, 64)
-    x[..., 20:30, 20:30] = 1
+    x = torch.zeros(8, 1, 64, 64)
+    x[..., 20:30, 20:34] = 1  # not symmetric: a flip moves it too
     moved, mask = augment.weak(x, torch.Generator().manual_seed(3), x.clone())
     assert torch.equal(moved > 0.5, mask > 0.5)
+    changed = [not torch.equal(moved[i] > 0.5, x[i] > 0.5) for i in range(8)]
+    assert sum(changed) >= 6, changed  # the warp really moves images (a no-op would pass the line above)
+    shifts = {tuple(torch.nonzero(moved[i, 0] > 0.5).min(0).values.tolist()) for i in range(8)}
+    assert len(shifts) > 4  # drawn per image
 
 
 def test_equalize_matches_a_flat_histogram():

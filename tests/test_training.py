@@ -63,12 +63,12 @@ def project(tmp_path, tiny_project):
     return tmp_path
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_every_preset_lowers_its_loss_on_a_fixed_batch(project, preset):
+def fixed_batch(project, preset):
     cfg = load_config(project / "params.yaml")
     variant = PRESETS[preset]
     spec = RunSpec("x", preset, "full" if variant.segmentation else None, "full" if variant.classification else None, 0)
     streams = Streams(cfg, spec, json.loads((project / "splits" / "splits.json").read_text()))
+    assert set(streams.train) == set(variant.streams)
     batch = {}
     for name, data in streams.train.items():
         items = [data[i % len(data)] for i in range(2)]
@@ -76,18 +76,138 @@ def test_every_preset_lowers_its_loss_on_a_fixed_batch(project, preset):
                        "label": torch.tensor([it["label"] for it in items])}
         if "mask" in items[0]:
             batch[name]["mask"] = torch.stack([it["mask"] for it in items])
+    return cfg, spec, batch
+
+
+# The loss terms each preset must log (and therefore compute).
+TERMS = {"segmentation": {"loss_dice"}, "classification": {"loss_cls"}, "fixmatch": {"loss_cls_unlabelled",
+         "pseudo_label_rate"}, "mixmatch": {"loss_cls_unlabelled"}, "consistency": {"loss_seg_consistency"}}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_lowers_each_of_its_losses_on_a_fixed_batch(project, preset):
+    cfg, spec, batch = fixed_batch(project, preset)
+    v = spec.variant
+    expected = {"loss_total"} | set().union(*(TERMS[k] for k, on in (
+        ("segmentation", v.segmentation), ("classification", v.classification), ("fixmatch", v.ssl == "fixmatch"),
+        ("mixmatch", v.ssl == "mixmatch"), ("consistency", v.consistency)) if on))
     torch.manual_seed(0)
-    model = MultiMixNet(bridge=spec.variant.bridge, dropout=0.0)
+    model = MultiMixNet(bridge=v.bridge, dropout=0.0)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     history = []
-    for _ in range(12):
-        loss, terms = train_step(model, batch, spec.variant, cfg, torch.Generator().manual_seed(0), epoch=5)
+    for step in range(12):
+        loss, terms = train_step(model, batch, v, cfg, torch.Generator().manual_seed(0), epoch=5)
+        assert set(terms) == expected, (set(terms), expected)
         optimiser.zero_grad()
         loss.backward()
+        if step == 0 and v.bridge:  # the saliency channel of the bridge receives gradient: it is wired in
+            assert model.decoder[0][0].weight.grad[:, -1].abs().sum() > 0
         optimiser.step()
-        history.append(loss.item())
-        assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())
-    assert min(history[-3:]) < history[0], history
+        history.append(terms)
+        assert all(torch.isfinite(torch.tensor(x)) for x in terms.values())
+    first, last = history[0], history[-3:]
+    assert min(h["loss_total"] for h in last) < first["loss_total"]
+    for term in {"loss_dice", "loss_cls"} & expected:  # each supervised term falls on its own
+        assert min(h[term] for h in last) < first[term], (term, [h[term] for h in history])
+    if v.consistency:
+        assert all(h["loss_seg_consistency"] > 0 for h in history)
+    if v.ssl:
+        assert max(h["loss_cls_unlabelled"] for h in history) > 0  # the unlabelled term is live
+
+
+def test_fixmatch_pseudo_labels_come_from_the_weak_view_and_the_loss_from_the_strong(project, monkeypatch):
+    """Tag the views by value: weak images are 0.25, strong 0.75; record what the model sees and
+    what the FixMatch loss is given."""
+    from multimix import augment, losses
+    from multimix import training
+
+    cfg, spec, batch = fixed_batch(project, "enc_ssl")
+    monkeypatch.setattr(augment, "weak", lambda x, gen, mask=None: torch.full_like(x, 0.25) if mask is None
+                        else (torch.full_like(x, 0.25), mask))
+    monkeypatch.setattr(augment, "strong", lambda x, gen, max_ops=3: torch.full_like(x, 0.75))
+    seen, given = [], {}
+    model = MultiMixNet(bridge=False, dropout=0.0)
+    original = model.forward
+
+    def spy(x, **kwargs):
+        seen.append((torch.is_grad_enabled(), x.detach().flatten(1).mean(1).tolist()))
+        return original(x, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    real = losses.fixmatch_loss
+
+    def fixmatch(weak_logits, strong_logits, threshold):
+        given.update(weak=weak_logits.detach().clone(), strong=strong_logits.detach().clone())
+        return real(weak_logits, strong_logits, threshold)
+
+    monkeypatch.setattr(training.losses, "fixmatch_loss", fixmatch)
+    train_step(model, batch, spec.variant, cfg, torch.Generator().manual_seed(0), epoch=0)
+    no_grad = [values for grad, values in seen if not grad]
+    with_grad = [values for grad, values in seen if grad]
+    assert no_grad == [[0.25, 0.25]]  # pseudo-labels: the weak view of the unlabelled batch, without gradient
+    assert with_grad == [[0.25, 0.25, 0.75, 0.75]]  # labelled (weak-augmented) + strong views, with gradient
+    model.eval()
+    with torch.no_grad():
+        weak_logits = original(torch.full_like(batch["cls_u"]["image"], 0.25), with_decoder=False).logits
+        strong_logits = original(torch.full_like(batch["cls_u"]["image"], 0.75), with_decoder=False).logits
+    assert torch.allclose(given["weak"], weak_logits, atol=1e-5)
+    assert torch.allclose(given["strong"], strong_logits, atol=1e-5)
+
+
+def test_every_epoch_reshuffles_and_covers_its_streams():
+    from multimix.training import epoch_plan
+
+    plans = [epoch_plan(23, 5, 4, "run", 0, epoch, "cls_l") for epoch in range(3)]
+    assert plans[0] != plans[1] != plans[2]
+    for plan in plans:
+        flat = [i for b in plan for i in b]
+        assert len(flat) == 20 and len(set(flat)) == 20  # no repeat within one pass
+    long = [i for b in epoch_plan(7, 6, 3, "run", 0, 0, "seg_l") for i in b]  # 18 draws of 7 items
+    assert sorted(long[:7]) == list(range(7)) and sorted(long[7:14]) == list(range(7))  # full passes
+    assert epoch_plan(23, 5, 4, "run", 0, 1, "cls_l") == plans[1]  # a pure function of its seeds
+
+
+def test_validate_reports_what_it_measures(project):
+    """val_dice, val_accuracy and val_loss_cls equal a hand computation over the validation sets."""
+    import contextlib
+
+    import torch.nn.functional as F
+
+    from multimix.training import dice_scores, validate
+
+    cfg, spec, _ = fixed_batch(project, "umtl")
+    streams = Streams(cfg, spec, json.loads((project / "splits" / "splits.json").read_text()))
+    torch.manual_seed(1)
+    model = MultiMixNet(bridge=False)
+    got = validate(model, streams, torch.device("cpu"), contextlib.nullcontext)
+    model.eval()
+    seg = streams.val["seg"]
+    x = torch.stack([seg[i]["image"] for i in range(len(seg))])
+    m = torch.stack([seg[i]["mask"] for i in range(len(seg))])
+    cls = streams.val["cls"]
+    xc = torch.stack([cls[i]["image"] for i in range(len(cls))])
+    y = torch.tensor([cls[i]["label"] for i in range(len(cls))])
+    with torch.no_grad():
+        dice = dice_scores(model(x).mask_logits, m).mean().item()
+        logits = model(xc).logits
+    assert got["val_dice"] == pytest.approx(dice)
+    assert got["val_accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    assert got["val_loss_cls"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    assert got["val_score"] == pytest.approx((got["val_dice"] + got["val_accuracy"]) / 2)
+    assert got["val_loss"] == pytest.approx(got["val_loss_dice"] + got["val_loss_cls"])
+    assert got["val_bridge_logit_change"] == 0.0  # no bridge
+    assert model.training is False and validate(model, streams, "cpu", contextlib.nullcontext) == got
+
+
+def test_model_selection_breaks_ties_by_validation_loss():
+    from multimix.training import better
+
+    best = {"val_score": 0.875, "val_loss": 0.40}
+    assert better({"val_score": 0.9, "val_loss": 0.9}, best)
+    assert not better({"val_score": 0.8, "val_loss": 0.1}, best)
+    assert better({"val_score": 0.875, "val_loss": 0.30}, best)  # the same accuracy, a smoother score decides
+    assert not better({"val_score": 0.875, "val_loss": 0.40}, best)  # a full tie keeps the earlier epoch
+    assert better({"val_score": 0.1, "val_loss": 9.0}, None)
 
 
 def test_train_run_logs_to_mlflow_and_writes_plain_checkpoints(project, monkeypatch):
@@ -120,12 +240,35 @@ def test_train_run_logs_to_mlflow_and_writes_plain_checkpoints(project, monkeypa
     assert logged["val_bridge_logit_change"].gt(0).all()  # a bridge model: zeroing its saliency changes masks
 
 
-def test_every_preset_runs_through_train(project, monkeypatch):
+def test_every_preset_runs_through_train_and_best_pt_is_the_best_epoch(project, monkeypatch):
+    import contextlib
+
+    from multimix.training import validate
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
-    cfg = load_config(tiny_params(project, epochs=1, steps_per_epoch=1))
+    cfg = load_config(tiny_params(project, epochs=3, steps_per_epoch=1))
+    splits = json.loads((project / "splits" / "splits.json").read_text())
     for name in run_names(cfg):
         summary = train(cfg, name, show_progress=False, log=lambda *_: None)
-        assert summary["epochs_done"] == 1 and summary["best_epoch"] == 0
+        history = pd.read_csv(project / "runs" / name / "history.csv")
+        assert summary["epochs_done"] == 3 and list(history["step"]) == [1, 2, 3]
+        # the selection rule over the recorded epochs picks the epoch best.pt holds
+        ranked = history.sort_values(["val_score", "val_loss"], ascending=[False, True], kind="stable")
+        assert summary["best_epoch"] == ranked.iloc[0]["epoch"]
+        best = torch.load(project / "runs" / name / "best.pt", weights_only=True)
+        assert best["epoch"] == summary["best_epoch"]
+        spec = run_spec_of(cfg, name)
+        model = MultiMixNet(bridge=spec.variant.bridge, saliency_norm=best["saliency_norm"])
+        model.load_state_dict(best["model"])
+        again = validate(model, Streams(cfg, spec, splits), torch.device("cpu"), contextlib.nullcontext)
+        assert again["val_score"] == pytest.approx(ranked.iloc[0]["val_score"])  # best.pt is that epoch's weights
+        assert "scaler" in torch.load(project / "runs" / name / "last.pt", weights_only=True)  # fp16 resumes exactly
+
+
+def run_spec_of(cfg, name):
+    from multimix.study import find_run
+
+    return find_run(cfg, name)
 
 
 def weights(path):
