@@ -147,3 +147,13 @@ def test_chex_layouts(tmp_path, chex_layout):
     else:
         assert folders == ["test", "train", "val"]
         assert len(list((root / "val").rglob("*.jpeg"))) == 16 and len(names["NORMAL"]) == 2
+
+
+def test_opacity_scale_makes_pneumonia_fainter_and_leaves_normal_images_alone():
+    def draw(scale, abnormal):
+        return phantom.sample_anatomy(np.random.default_rng(7), pediatric=True, abnormal=abnormal, opacity_scale=scale)
+
+    full, faint = draw(1.0, True), draw(0.5, True)
+    assert [o[:3] for o in full.opacities] == [o[:3] for o in faint.opacities]  # same places and sizes
+    assert [o[3] / 2 for o in full.opacities] == pytest.approx([o[3] for o in faint.opacities])
+    assert draw(1.0, False) == draw(0.5, False)

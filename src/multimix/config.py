@@ -55,6 +55,9 @@ class SynthConfig:
     # Kermany's folders as Mendeley distributes them (train + test: the 16
     # validation images sit in train) or as the redistributed copy (train/val/test).
     chex_layout: Literal["mendeley", "with_val"] = "mendeley"
+    # Density of the pneumonia opacities of CheX and NIHX phantoms (1: the default look;
+    # below 1 fainter, so that classification from few labels is not at its ceiling).
+    opacity_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ class ModelConfig:
     # Per-image scaling of the saliency map before the bridge: none (the
     # reference: raw gradients, ~40x smaller than the image), max (divide by
     # the image's own maximum) or p99 (by its 99th percentile, clipped to 1).
-    saliency_norm: Literal["none", "max", "p99"] = "max"
+    saliency_norm: Literal["none", "max", "p99"] = "p99"
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,8 @@ def _validate(cfg: Config, where: str) -> None:
     need(bool(cfg.data.datasets), "data.datasets must list at least one of " + ", ".join(DATASETS))
     n = cfg.data.nihx.normal_count
     need(n == "auto" or n >= 0, f"data.nihx.normal_count is {n!r}; expected 'auto' or an integer >= 0")
+    need(0 < cfg.synth.opacity_scale <= 3, f"synth.opacity_scale is {cfg.synth.opacity_scale!r}; expected a number "
+         "in (0, 3]")
     need(cfg.harmonise.workers >= 1 and cfg.preprocess.workers >= 1,
          "harmonise.workers and preprocess.workers must be >= 1")
     pp = cfg.preprocess

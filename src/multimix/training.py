@@ -376,6 +376,9 @@ def build_model(spec: RunSpec, cfg: Config) -> MultiMixNet:
     return MultiMixNet(bridge=spec.variant.bridge, saliency_norm=cfg.model.saliency_norm)
 
 
+# Measured, not computed: logged to MLflow and the log, but kept out of the pipeline's
+# outputs (history.csv, metrics.json), which must be identical for identical runs.
+TIMING = ("images_per_s", "epoch_seconds")
 HEARTBEAT_SECONDS = 120  # without progress bars, a line at least this often (a paper-scale epoch takes an hour on CPU)
 
 
@@ -522,19 +525,26 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
             log(f"{spec.name} epoch {epoch + 1}/{tc.epochs}: loss {record.get('loss_total', 0):.4f}, "
                 f"val_score {record['val_score']:.4f}{' (best)' if improved else ''}, {record['images_per_s']:.1f} img/s")
         finished = len(history) >= tc.epochs
+        def computed(record: dict) -> dict:
+            return {k: v for k, v in record.items() if k not in TIMING}
+
         summary = {"run": spec.name, "study": cfg.study.name, "preset": spec.preset, "epochs_done": len(history),
                    "steps_done": len(history) * steps, "best_epoch": best["epoch"] if best else -1,
                    "best_val_score": best["val_score"] if best else float("nan"),
-                   "parameters": parameter_count(model), "device": str(dev), "mlflow_run_id": mlflow_id,
-                   "best": best or {}}
+                   "parameters": parameter_count(model), "best": computed(best or {})}
+        info = {"mlflow_run_id": mlflow_id, "device": str(dev),
+                "epoch_seconds": [round(h.get("epoch_seconds", float("nan")), 2) for h in history]}
         if finished:
             _atomic_save({"model": best_weights, "epoch": best["epoch"], "val_score": best["val_score"],
                           "preset": spec.preset, "bridge": variant.bridge, "saliency_norm": cfg.model.saliency_norm,
                           "run": asdict(spec)}, best_path)
             model.load_state_dict(best_weights)
             figures = save_figures(model, streams, run_dir / "figures", dev, tc.figures, spec)
-            pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+            pd.DataFrame([computed(h) for h in history]).to_csv(run_dir / "history.csv", index=False)
             (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+            # Where this training ran and was recorded: not an output of the stage (it differs
+            # between identical runs), read by `evaluate` to log test metrics to the same record.
+            (run_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
             if mlflow:
                 mlflow.log_artifact(str(best_path), artifact_path="model")  # a state_dict (see README)
                 mlflow.log_dict(params, "config.json")
@@ -542,7 +552,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                     mlflow.log_artifact(str(path), artifact_path="figures")
                 mlflow.log_metric("best_val_score", best["val_score"])
         status = "FINISHED" if finished else "KILLED"
-        return summary
+        return summary | info
     except KeyboardInterrupt:
         status = "KILLED"
         raise

@@ -81,7 +81,7 @@ def fingerprint(root: Path, content: bool) -> dict:
 
 def _synth_settings(cfg: Config, counts: dict, dataset: str) -> dict:
     return {"preset": cfg.synth.preset, "seed": cfg.synth.seed, "chex_layout": cfg.synth.chex_layout,
-            "counts": counts[dataset], "version": synth.VERSION}
+            "opacity_scale": cfg.synth.opacity_scale, "counts": counts[dataset], "version": synth.VERSION}
 
 
 def synthesise(cfg: Config, datasets: list[str] | None = None, show_progress: bool = True,
@@ -115,7 +115,8 @@ def synthesise(cfg: Config, datasets: list[str] | None = None, show_progress: bo
         with tqdm(total=total, desc=f"synth {dataset}", unit="img", disable=not show_progress) as bar:
             written[dataset] = synth.write_dataset(dataset, target, counts, cfg.synth.seed,
                                                    workers=cfg.harmonise.workers, progress=lambda: bar.update(),
-                                                   chex_layout=cfg.synth.chex_layout)
+                                                   chex_layout=cfg.synth.chex_layout,
+                                                   opacity_scale=cfg.synth.opacity_scale)
         # What was written, to recognise it next time: its stat state (cheap to compare)
         # and its content digest (for the receipt; identical on every machine).
         owners[dataset] |= {"stat": fingerprint(target, content=False), "content": fingerprint(target, content=True)}

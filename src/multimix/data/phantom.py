@@ -51,9 +51,11 @@ class Anatomy:
     texture_seed: int
 
 
-def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool, aspect: float = 1.0) -> Anatomy:
+def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool, aspect: float = 1.0,
+                   opacity_scale: float = 1.0) -> Anatomy:
     """Draw one patient. `aspect` = image width / height, to keep the thorax
-    roughly anatomical on non-square images."""
+    roughly anatomical on non-square images. `opacity_scale` multiplies the
+    density of pneumonia opacities (below 1: fainter, a harder classification)."""
     u = rng.uniform
     if pediatric:
         height, half_width, top = u(0.48, 0.6), u(0.3, 0.38), u(0.16, 0.26)
@@ -96,7 +98,7 @@ def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool,
         for i in rng.choice(len(ys), size=count, replace=False):
             px, py = (xs[i] + 0.5) / 96, (ys[i] + 0.5) / 96
             x, y = _to_thorax(partial, px, py)
-            opacities.append((float(x), float(y), u(0.06, 0.16), u(0.18, 0.4)))
+            opacities.append((float(x), float(y), u(0.06, 0.16), u(0.18, 0.4) * opacity_scale))
     return Anatomy(opacities=tuple(opacities), **anat)
 
 

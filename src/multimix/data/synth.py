@@ -107,10 +107,12 @@ def _display(att: np.ndarray, style: Style, rng: np.random.Generator) -> np.ndar
     return np.clip(img, 0.0, 1.0)
 
 
-def _phantom(dataset: str, seed: int, index: int, height: int, width: int, abnormal: bool):
+def _phantom(dataset: str, seed: int, index: int, height: int, width: int, abnormal: bool,
+             opacity_scale: float = 1.0):
     rng = _rng(seed, dataset, index)
     style = STYLES[dataset]
-    anat = phantom.sample_anatomy(rng, pediatric=style.pediatric, abnormal=abnormal, aspect=width / height)
+    anat = phantom.sample_anatomy(rng, pediatric=style.pediatric, abnormal=abnormal, aspect=width / height,
+                                  opacity_scale=opacity_scale)
     img = _display(phantom.render(anat, height, width), style, rng)
     return anat, img, rng
 
@@ -130,11 +132,11 @@ def _write_jsrt(job) -> None:
 
 
 def _write_chex(job) -> None:
-    path, seed, index, abnormal = job
+    path, seed, index, abnormal, opacity_scale = job
     rng = _rng(seed, "chex", 10_000_000 + index)
     width = int(rng.integers(1100, 2100))
     height = int(width * rng.uniform(0.65, 0.95))
-    _, img, rng = _phantom("chex", seed, index, height, width, abnormal)
+    _, img, rng = _phantom("chex", seed, index, height, width, abnormal, opacity_scale)
     pixels = np.round(img * 255).astype(np.uint8)
     if rng.random() < 0.1:  # a few Kermany JPEGs are stored as 3-channel
         pixels = np.repeat(pixels[..., None], 3, axis=2)
@@ -164,8 +166,8 @@ def _write_mcu(job) -> None:
 
 
 def _write_nih(job) -> None:
-    path, seed, index, abnormal = job
-    _, img, rng = _phantom("nihx", seed, index, 1024, 1024, abnormal)
+    path, seed, index, abnormal, opacity_scale = job
+    _, img, rng = _phantom("nihx", seed, index, 1024, 1024, abnormal, opacity_scale)
     pixels = np.round(img * 255).astype(np.uint8)
     if rng.random() < 0.04:  # a few NIH PNGs are RGBA
         pixels = np.concatenate([np.repeat(pixels[..., None], 3, axis=2), np.full((1024, 1024, 1), 255, np.uint8)], axis=2)
@@ -184,7 +186,7 @@ def _plan_jsrt(root: Path, counts: dict, seed: int, **_):
     return _write_jsrt, [(root, seed, i, n, "fold1" if int(n[-3:]) % 2 else "fold2") for i, n in enumerate(names)]
 
 
-def _plan_chex(root: Path, counts: dict, seed: int, chex_layout: str = "mendeley", **_):
+def _plan_chex(root: Path, counts: dict, seed: int, chex_layout: str = "mendeley", opacity_scale: float = 1.0, **_):
     """Kermany's folders: `mendeley` (the archive as published: the validation
     images sit in train/, and when there are exactly Table 1's 8 + 8 they carry
     the file names the redistributed copy moved to val/) or `with_val`."""
@@ -204,7 +206,7 @@ def _plan_chex(root: Path, counts: dict, seed: int, chex_layout: str = "mendeley
                     person += 1
                 else:
                     name = f"{'NORMAL2-' if k % 2 else ''}IM-{index:04d}-0001.jpeg"
-                jobs.append((folder / name, seed, index, abnormal))
+                jobs.append((folder / name, seed, index, abnormal, opacity_scale))
                 index += 1
     return _write_chex, jobs
 
@@ -218,7 +220,7 @@ def _plan_mcu(root: Path, counts: dict, seed: int, **_):
     return _write_mcu, [(root, seed, i + 1, n) for i, n in enumerate(names)]
 
 
-def _plan_nih(root: Path, counts: dict, seed: int, **_):
+def _plan_nih(root: Path, counts: dict, seed: int, opacity_scale: float = 1.0, **_):
     images = root / layout.NIH_IMAGE_DIR
     images.mkdir(parents=True)
     rng = _rng(seed, "nihx", 0)
@@ -243,7 +245,7 @@ def _plan_nih(root: Path, counts: dict, seed: int, **_):
         spacing = rng.choice(["0.143", "0.139", "0.168"])
         rows.append([name, findings, follow_up, patient, int(rng.integers(10, 90)), rng.choice(["M", "F"]),
                      rng.choice(["PA", "AP"]), width, height, spacing, spacing])
-        jobs.append((images / name, seed, index, kind == "pneumonia"))
+        jobs.append((images / name, seed, index, kind == "pneumonia", opacity_scale))
     rows.sort(key=lambda r: r[0])
     with open(root / layout.NIH_LABEL_FILES[0], "w", newline="") as fh:
         fh.write(NIH_HEADER + "\n")
@@ -260,10 +262,10 @@ def _run(fn_and_job):
 
 
 def write_dataset(dataset: str, root: Path, counts: dict, seed: int, workers: int = 1, progress=None,
-                  chex_layout: str = "mendeley") -> int:
+                  chex_layout: str = "mendeley", opacity_scale: float = 1.0) -> int:
     """Write one synthetic source into an empty directory `root`; returns the image count."""
     root.mkdir(parents=True, exist_ok=True)
-    fn, jobs = PLANS[dataset](root, counts[dataset], seed, chex_layout=chex_layout)
+    fn, jobs = PLANS[dataset](root, counts[dataset], seed, chex_layout=chex_layout, opacity_scale=opacity_scale)
     tasks = [(fn, job) for job in jobs]
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(workers) as pool:

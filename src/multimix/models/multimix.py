@@ -93,7 +93,7 @@ class Output:
 
 class MultiMixNet(nn.Module):
     def __init__(self, bridge: bool = True, dropout: float = 0.25, slope: float = 0.2, classes: int = 2,
-                 saliency_norm: str = "max"):
+                 saliency_norm: str = "p99"):
         super().__init__()
         if saliency_norm not in SALIENCY_NORMS:
             raise ValueError(f"saliency_norm {saliency_norm!r} is not one of {', '.join(SALIENCY_NORMS)}")
