@@ -7,6 +7,7 @@ pipelines keep one log per stage and run under data/logs/)."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -289,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("multimix: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `multimix study | head`: the reader left, nothing is wrong
+        sys.stdout = open(os.devnull, "w")
+        return 0
     finally:
         if log:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
