@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -220,3 +221,63 @@ def test_bridge_sensitivity_is_zero_without_a_bridge_and_positive_with_one():
     for norm in ("max", "none"):
         trained = _sensitivity(_trained_on_squares(bridge=True, saliency_norm=norm, steps=20))
         assert trained["val_bridge_logit_change"] > 1e-6, norm
+
+
+# ------------------------------------------------------------------ seed 003's segmentation losses
+def _logits(p: torch.Tensor) -> torch.Tensor:
+    return torch.log(p / (1 - p))
+
+
+def test_tversky_by_hand():
+    """Eq. 4 on a 2x2 case: alpha weighs false positives, beta false negatives."""
+    y = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    p = torch.tensor([[[[0.8, 0.4], [0.2, 0.6]]]])
+    tp, fp, fn = 0.8 + 0.4, 0.2 + 0.6, 0.2 + 0.6
+    for alpha, beta in ((0.5, 0.5), (0.3, 0.7), (0.9, 0.1)):
+        expected = 1 - tp / (tp + alpha * fp + beta * fn)
+        assert losses.tversky_loss(_logits(p), y, alpha, beta, smooth=0.0).item() == pytest.approx(expected, rel=1e-5)
+    # alpha = beta = 0.5 is the Dice loss
+    assert losses.tversky_loss(_logits(p), y, 0.5, 0.5, smooth=0).item() == pytest.approx(1 - 2 * tp / (2 * tp + fp + fn))
+    # more weight on false negatives punishes missing ROI more than spilling over it
+    miss = torch.tensor([[[[0.9, 0.1], [0.1, 0.1]]]])
+    spill = torch.tensor([[[[0.9, 0.9], [0.9, 0.1]]]])
+    assert losses.tversky_loss(_logits(miss), y, 0.3, 0.7) > losses.tversky_loss(_logits(spill), y, 0.3, 0.7)
+
+
+def test_absolute_kl_by_hand_and_clamping():
+    y = torch.tensor([[[[1.0, 0.0]]]])
+    p = torch.tensor([[[[0.8, 0.3]]]])
+    eps = 1e-6
+    yc = y.clamp(eps, 1 - eps)
+    expected = ((yc - p) * torch.log(yc / p)).abs().mean()
+    assert losses.absolute_kl_loss(_logits(p), y, eps).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.isfinite(losses.absolute_kl_loss(torch.tensor([[[[60.0, -60.0]]]]), y))  # saturated logits
+
+
+def test_kltv_is_tversky_when_a_is_zero_and_zero_for_a_perfect_prediction():
+    torch.manual_seed(0)
+    y = (torch.rand(2, 1, 16, 16) > 0.5).float()
+    x = torch.randn(2, 1, 16, 16)
+    tv = losses.segmentation_loss(x, y, "tversky", alpha=0.3, beta=0.7)
+    kltv0 = losses.segmentation_loss(x, y, "kltv", alpha=0.3, beta=0.7, kl_weight=0.0)
+    assert kltv0.item() == pytest.approx(tv.item())
+    perfect = (y * 2 - 1) * 30  # logits ±30: probabilities within 1e-13 of the mask
+    assert losses.segmentation_loss(perfect, y, "kltv").item() < 1e-4
+    assert losses.segmentation_loss(x, y, "kltv").item() > tv.item()  # the KL term adds where wrong
+    xetv = losses.segmentation_loss(x, y, "xetv")
+    assert xetv.item() == pytest.approx((F.binary_cross_entropy_with_logits(x, y) + tv).item(), rel=1e-5)
+    assert losses.segmentation_loss(x, y, "dice").item() == pytest.approx(losses.soft_dice_loss(x, y).item())
+
+
+def test_deep_supervision_weights_side_outputs():
+    torch.manual_seed(0)
+    y = torch.zeros(1, 1, 16, 16)
+    y[..., 4:12, 4:12] = 1
+    sides = [torch.randn(1, 1, 16, 16), torch.randn(1, 1, 8, 8), torch.randn(1, 1, 4, 4)]
+    w = [1.0, 0.5, 0.25]
+    total = losses.deep_supervision_loss(sides, y, w, kind="tversky")
+    coarse = [y, (F.avg_pool2d(y, 2) >= 0.5).float(), (F.avg_pool2d(y, 4) >= 0.5).float()]
+    expected = sum(wi * losses.tversky_loss(s, t).item() for wi, s, t in zip(w, sides, coarse))
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError):
+        losses.deep_supervision_loss(sides, y, [1.0])

@@ -1,4 +1,5 @@
-"""Loss terms of MultiMix (paper Eqs. 1, 2 and 5).
+"""Loss terms: MultiMix (paper Eqs. 1, 2 and 5) and the segmentation losses of
+seed 003 (Imran & Terzopoulos, MLMI 2019, Eqs. 1, 3 and 4).
 
     L = CE(c_l, ĉ_l) + λ · L_u^c + α · Dice(s_l, ŝ_l) + β · L_u^s
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.losses import TverskyLoss
 
 EPS = 1e-6
 
@@ -71,3 +73,60 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen, device=gen.device).to(x.device)
     lx = lam.view(-1, 1, 1, 1)
     return lx * x + (1 - lx) * x[perm], lam.view(-1, 1) * y + (1 - lam.view(-1, 1)) * y[perm]
+
+
+# ------------------------------------------------------------------ segmentation losses of seed 003
+# Tversky (Eq. 4): 1 - (TP + e) / (TP + alpha FP + beta FN + e) per image on sigmoid
+#   probabilities, alpha weighing false positives and beta false negatives (MONAI's
+#   TverskyLoss, which computes exactly this per image and channel).
+# KLTV (Eqs. 3-4): a |KL| + b Tversky, with the "absolute KL" term
+#   |(y - p) log(y / p)| per pixel; y and p are clamped to [eps, 1 - eps] (eps = 1e-6) so
+#   that empty and full pixels stay finite. The paper sums it over the m^2 pixels; we take
+#   the mean, so that a keeps its meaning at any image size (a_sum = a_mean / m^2).
+# XETV: binary cross-entropy + Tversky (AnatomyNet's pairing, the paper's XETV baseline).
+# The paper gives no a, b, alpha or beta: `train.segmentation_loss` sets them (defaults
+# a = b = 1, alpha = 0.3, beta = 0.7: false negatives weigh more, as the paper asks).
+SEGMENTATION_LOSSES = ("dice", "tversky", "kltv", "xetv")
+
+
+def tversky_loss(mask_logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.3, beta: float = 0.7,
+                 smooth: float = 1e-5) -> torch.Tensor:
+    loss = TverskyLoss(sigmoid=True, alpha=alpha, beta=beta, smooth_nr=smooth, smooth_dr=smooth)
+    return loss(mask_logits.float(), target.float())
+
+
+def absolute_kl_loss(mask_logits: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Mean over pixels and images of |(y - p) log(y / p)| (Eq. 4's KL term), y and p clamped to [eps, 1 - eps]."""
+    p = torch.sigmoid(mask_logits.float()).clamp(eps, 1 - eps)
+    y = target.float().clamp(eps, 1 - eps)
+    return ((y - p) * (y.log() - p.log())).abs().mean()
+
+
+def segmentation_loss(mask_logits: torch.Tensor, target: torch.Tensor, kind: str = "dice", *, alpha: float = 0.3,
+                      beta: float = 0.7, kl_weight: float = 1.0, tversky_weight: float = 1.0,
+                      eps: float = EPS) -> torch.Tensor:
+    """One of SEGMENTATION_LOSSES on mask logits (B, 1, H, W) against binary masks."""
+    if kind == "dice":
+        return soft_dice_loss(mask_logits, target)
+    tversky = tversky_loss(mask_logits, target, alpha, beta)
+    if kind == "tversky":
+        return tversky
+    if kind == "kltv":
+        return kl_weight * absolute_kl_loss(mask_logits, target, eps) + tversky_weight * tversky
+    if kind == "xetv":
+        return F.binary_cross_entropy_with_logits(mask_logits.float(), target.float()) + tversky
+    raise ValueError(f"segmentation loss {kind!r} is not one of {', '.join(SEGMENTATION_LOSSES)}")
+
+
+def deep_supervision_loss(side_logits: list[torch.Tensor], target: torch.Tensor, weights, **loss) -> torch.Tensor:
+    """Eq. 1: sum_i w_i L(y_i, y^_i) over side outputs (finest first); each side output is
+    compared with the reference mask resized to its grid (a pixel is ROI if at least half of
+    it is, as the preprocessed masks are made)."""
+    if len(weights) < len(side_logits):
+        raise ValueError(f"{len(side_logits)} side outputs but {len(weights)} weights")
+    total = torch.zeros((), device=target.device)
+    for w, logits in zip(weights, side_logits):
+        y = target if logits.shape[-2:] == target.shape[-2:] else \
+            (F.adaptive_avg_pool2d(target.float(), logits.shape[-2:]) >= 0.5).float()
+        total = total + w * segmentation_loss(logits, y, **loss)
+    return total

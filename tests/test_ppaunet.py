@@ -1,0 +1,70 @@
+"""Seed 003's segmentors (U-Net, Attention U-Net, PPAU-Net) and the APPAU-Net discriminator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from multimix.models.multimix import parameter_count
+from multimix.models.ppaunet import ARCHITECTURES, Discriminator, build_segmentor
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_shapes(architecture):
+    model = build_segmentor(architecture).eval()
+    out = model(torch.rand(2, 1, 128, 128))
+    assert out.mask_logits.shape == (2, 1, 128, 128)
+    if architecture == "ppaunet":
+        assert [s.shape[-1] for s in out.side_logits] == [128, 64, 32, 16]  # finest first
+        assert out.side_logits[0] is out.mask_logits
+    else:
+        assert out.side_logits == []
+
+
+def test_parameter_counts_and_what_each_switch_adds():
+    counts = {a: parameter_count(build_segmentor(a)) for a in ARCHITECTURES}
+    print(counts)
+    assert 1_800_000 < counts["unet"] < 2_100_000  # the MultiMix backbone's size
+    assert counts["unet"] < counts["attention_unet"] < counts["ppaunet"]
+    gates = build_segmentor("attention_unet").gates
+    assert len(gates) == 4 and counts["attention_unet"] - counts["unet"] == sum(parameter_count(g) for g in gates)
+
+
+def test_batch_norm_everywhere_but_the_side_output_convolutions():
+    model = build_segmentor("ppaunet")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    heads = set(map(id, model.heads))
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(model.heads) == 4 and all(h.kernel_size == (1, 1) for h in model.heads)
+    # every other convolution (stages, pyramid image convs, attention gates' W_x, W_g, psi) has a norm
+    assert len(norms) == len(convs) - len(heads)
+
+
+def test_pyramid_feeds_the_image_to_every_stage():
+    model = build_segmentor("ppaunet").eval()
+    assert len(model.image_convs) == 4
+    x = torch.rand(1, 1, 64, 64, requires_grad=True)
+    feats = []
+    hook = model.encoder[4].register_forward_hook(lambda m, i, o: feats.append(i[0]))
+    model(x)
+    hook.remove()
+    assert feats[0].shape[1] == 2 * 128  # pooled stage-4 features + the image's own 128 channels
+
+
+def test_attention_gates_scale_the_skips_by_coefficients_in_0_1():
+    model = build_segmentor("attention_unet").eval()
+    coefficients = []
+    hooks = [g.psi.register_forward_hook(lambda m, i, o: coefficients.append(o)) for g in model.gates]
+    model(torch.rand(1, 1, 64, 64))
+    for h in hooks:
+        h.remove()
+    assert len(coefficients) == 4 and all(((c >= 0) & (c <= 1)).all() for c in coefficients)
+
+
+def test_discriminator():
+    d = Discriminator(classes=3).eval()
+    logits = d(torch.rand(2, 1, 128, 128), torch.rand(2, 1, 128, 128))
+    assert logits.shape == (2, 4)  # 3 disease classes + "predicted mask"
+    assert d.dropout.p == 0.4
+    print("discriminator parameters", parameter_count(d))
