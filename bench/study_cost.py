@@ -1,6 +1,6 @@
 """Compute estimate of a study: measured seconds per optimiser step x its runs' budgets.
 
-For every preset of the study, times `multimix.training.train_step` plus
+For every preset of the study, times `multimix.methods.multimix.train_step` plus
 backward and Adam on random batches of the study's image size and batch size
 (the streams the preset reads, as in training), on this machine's device
 (CUDA with the mixed precision and channels-last that `multimix train` uses,
@@ -26,7 +26,7 @@ from multimix.models.multimix import MultiMixNet
 from multimix.presets import PRESETS
 from multimix.runtime import keep_freed_memory
 from multimix.study import expand
-from multimix.training import train_step
+from multimix.methods.multimix import train_step
 
 
 def random_batch(preset: str, size: int, batch: int, device) -> dict:

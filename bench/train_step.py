@@ -3,7 +3,7 @@
 In one run, on the same model and the same batch (10 images per stream):
   ours   classification images run the encoder only (weak view without
          gradient), segmentation images one saliency pass + encoder-decoder,
-         each group batched (`multimix.training.train_step`);
+         each group batched (`multimix.methods.multimix.train_step`);
   naive  as the reference code: every one of the five streams (labelled cls,
          weak, strong, labelled seg, unlabelled seg — 50 images) goes through
          saliency pass + encoder + decoder, stream by stream, all with gradient.
@@ -39,7 +39,7 @@ from multimix.config import Config, LossConfig, TrainConfig
 from multimix.models.multimix import MultiMixNet
 from multimix.presets import PRESETS
 from multimix.runtime import keep_freed_memory
-from multimix.training import train_step
+from multimix.methods.multimix import train_step
 
 B = 10
 

@@ -206,7 +206,7 @@ def _sensitivity(model) -> dict:
     import contextlib
     from types import SimpleNamespace
 
-    from multimix.training import validate
+    from multimix.methods.multimix import validate
 
     streams = SimpleNamespace(val={"seg": SquareToy(8, seed=2)})
     return validate(model, streams, torch.device("cpu"), contextlib.nullcontext, batch_size=4)

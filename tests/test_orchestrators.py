@@ -82,7 +82,7 @@ def assert_complete_run(project: Path, run: str = RUN, epochs: int = 3) -> None:
     history = (folder / "history.csv").read_text().strip().splitlines()
     assert len(history) == 1 + epochs and metrics["epochs_done"] == epochs
     assert best["epoch"] == metrics["best_epoch"] == last["best"]["epoch"]
-    assert all(torch.equal(best["model"][k], last["best_model"][k]) for k in best["model"])
+    assert all(torch.equal(best["model"][k], last["best_weights"]["model"][k]) for k in best["model"])
     assert list((folder / "figures").glob("*.png"))
 
 

@@ -22,7 +22,9 @@ from multimix.data.split import write_splits
 from multimix.models.multimix import MultiMixNet
 from multimix.presets import PRESETS
 from multimix.study import RunSpec, run_names
-from multimix.training import Streams, train, train_step
+from multimix.methods.multimix import train_step
+from multimix.training.loop import train
+from multimix.training.streams import Streams
 
 from conftest import write_params
 
@@ -67,7 +69,7 @@ def fixed_batch(project, preset):
     cfg = load_config(project / "params.yaml")
     variant = PRESETS[preset]
     spec = RunSpec("x", preset, "full" if variant.segmentation else None, "full" if variant.classification else None, 0)
-    streams = Streams(cfg, spec, json.loads((project / "splits" / "splits.json").read_text()))
+    streams = Streams(cfg, spec, json.loads((project / "splits" / "splits.json").read_text()), variant.streams)
     assert set(streams.train) == set(variant.streams)
     batch = {}
     for name, data in streams.train.items():
@@ -119,7 +121,7 @@ def test_fixmatch_pseudo_labels_come_from_the_weak_view_and_the_loss_from_the_st
     """Tag the views by value: weak images are 0.25, strong 0.75; record what the model sees and
     what the FixMatch loss is given."""
     from multimix import augment, losses
-    from multimix import training
+    from multimix.methods import multimix as method
 
     cfg, spec, batch = fixed_batch(project, "enc_ssl")
     monkeypatch.setattr(augment, "weak", lambda x, gen, mask=None: torch.full_like(x, 0.25) if mask is None
@@ -140,7 +142,7 @@ def test_fixmatch_pseudo_labels_come_from_the_weak_view_and_the_loss_from_the_st
         given.update(weak=weak_logits.detach().clone(), strong=strong_logits.detach().clone())
         return real(weak_logits, strong_logits, threshold)
 
-    monkeypatch.setattr(training.losses, "fixmatch_loss", fixmatch)
+    monkeypatch.setattr(method.losses, "fixmatch_loss", fixmatch)
     train_step(model, batch, spec.variant, cfg, torch.Generator().manual_seed(0), epoch=0)
     no_grad = [values for grad, values in seen if not grad]
     with_grad = [values for grad, values in seen if grad]
@@ -155,7 +157,7 @@ def test_fixmatch_pseudo_labels_come_from_the_weak_view_and_the_loss_from_the_st
 
 
 def test_every_epoch_reshuffles_and_covers_its_streams():
-    from multimix.training import epoch_plan
+    from multimix.training.streams import epoch_plan
 
     plans = [epoch_plan(23, 5, 4, "run", 0, epoch, "cls_l") for epoch in range(3)]
     assert plans[0] != plans[1] != plans[2]
@@ -173,10 +175,10 @@ def test_validate_reports_what_it_measures(project):
 
     import torch.nn.functional as F
 
-    from multimix.training import dice_scores, validate
+    from multimix.methods.multimix import dice_scores, validate
 
     cfg, spec, _ = fixed_batch(project, "umtl")
-    streams = Streams(cfg, spec, json.loads((project / "splits" / "splits.json").read_text()))
+    streams = Streams(cfg, spec, json.loads((project / "splits" / "splits.json").read_text()), spec.variant.streams)
     torch.manual_seed(1)
     model = MultiMixNet(bridge=False)
     got = validate(model, streams, torch.device("cpu"), contextlib.nullcontext)
@@ -200,7 +202,7 @@ def test_validate_reports_what_it_measures(project):
 
 
 def test_model_selection_breaks_ties_by_validation_loss():
-    from multimix.training import better
+    from multimix.training.loop import better
 
     best = {"val_score": 0.875, "val_loss": 0.40}
     assert better({"val_score": 0.9, "val_loss": 0.9}, best)
@@ -216,8 +218,8 @@ def test_train_run_logs_to_mlflow_and_writes_plain_checkpoints(project, monkeypa
     summary = train(cfg, "multimix-s1-c2-r0", show_progress=False, log=lambda *_: None)
     run_dir = project / "runs" / "multimix-s1-c2-r0"
     for name in ("best.pt", "last.pt"):
-        ckpt = torch.load(run_dir / name, weights_only=True)  # plain tensors and numbers only
-        MultiMixNet(bridge=True).load_state_dict(ckpt["model"])
+        torch.load(run_dir / name, weights_only=True)  # plain tensors and numbers only
+        MultiMixNet(bridge=True).load_state_dict(weights(run_dir / name))
     assert (run_dir / "metrics.json").exists() and (run_dir / "history.csv").exists()
     assert list((run_dir / "figures").glob("*.png"))
     import mlflow
@@ -243,7 +245,7 @@ def test_train_run_logs_to_mlflow_and_writes_plain_checkpoints(project, monkeypa
 def test_every_preset_runs_through_train_and_best_pt_is_the_best_epoch(project, monkeypatch):
     import contextlib
 
-    from multimix.training import validate
+    from multimix.methods.multimix import validate
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     cfg = load_config(tiny_params(project, epochs=3, steps_per_epoch=1))
@@ -260,9 +262,10 @@ def test_every_preset_runs_through_train_and_best_pt_is_the_best_epoch(project, 
         spec = run_spec_of(cfg, name)
         model = MultiMixNet(bridge=spec.variant.bridge, saliency_norm=best["saliency_norm"])
         model.load_state_dict(best["model"])
-        again = validate(model, Streams(cfg, spec, splits), torch.device("cpu"), contextlib.nullcontext)
+        again = validate(model, Streams(cfg, spec, splits, spec.variant.streams), torch.device("cpu"),
+                         contextlib.nullcontext)
         assert again["val_score"] == pytest.approx(ranked.iloc[0]["val_score"])  # best.pt is that epoch's weights
-        assert "scaler" in torch.load(project / "runs" / name / "last.pt", weights_only=True)  # fp16 resumes exactly
+        assert "scaler" in torch.load(project / "runs" / name / "last.pt", weights_only=True)["state"]  # fp16 resumes
 
 
 def run_spec_of(cfg, name):
@@ -272,7 +275,8 @@ def run_spec_of(cfg, name):
 
 
 def weights(path):
-    return torch.load(path, weights_only=True)["model"]
+    ckpt = torch.load(path, weights_only=True)
+    return ckpt["state"]["model"] if "state" in ckpt else ckpt["model"]  # last.pt or best.pt
 
 
 def test_resume_after_kill_equals_uninterrupted(tmp_path, tiny_project):

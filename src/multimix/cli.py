@@ -135,7 +135,7 @@ def _runs(args, cfg: Config) -> list[str]:
 def cmd_train(args, cfg: Config) -> None:
     names = _runs(args, cfg)
     from multimix.runtime import keep_freed_memory
-    from multimix.training import train
+    from multimix.training.loop import train
 
     keep_freed_memory()
     for name in names:

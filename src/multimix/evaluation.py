@@ -30,7 +30,8 @@ from multimix.data.loader import H5Images
 from multimix.errors import InputError
 from multimix.models.multimix import MultiMixNet
 from multimix.study import find_run
-from multimix.training import pick_device
+from multimix.methods import load_predictor
+from multimix.training.loop import pick_device
 
 TEST_SETS = {
     "segmentation": (("jsrt", "in-domain"), ("mcu", "cross-domain")),
@@ -62,10 +63,7 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
     if not best_path.is_file():
         raise InputError(f"{best_path}: not found (run `multimix train --run {run}` first)")
     dev = pick_device(device or cfg.train.device)
-    best = torch.load(best_path, map_location=dev, weights_only=True)
-    model = MultiMixNet(bridge=bool(best["bridge"]), saliency_norm=str(best["saliency_norm"])).to(dev)
-    model.load_state_dict(best["model"])
-    model.eval()
+    model = load_predictor(torch.load(best_path, map_location=dev, weights_only=True), dev)
     splits = json.loads((cfg.split_dir / "splits.json").read_text())
     rows, summary, examples = [], {}, {}
     tasks = [t for t, on in (("segmentation", spec.variant.segmentation),

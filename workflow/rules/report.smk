@@ -17,7 +17,7 @@ rule evaluate:
         f"{RUNS}/{{run}}/metrics.json",
         SPLITS,
         PROCESSED,
-        code("evaluation.py", "metrics.py"),
+        code("evaluation.py", "metrics.py", "methods/__init__.py", "methods/multimix.py"),
     output:
         f"{EVAL}/{{run}}/per_image.csv",
         f"{EVAL}/{{run}}/examples.npz",

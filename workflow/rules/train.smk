@@ -11,8 +11,8 @@ rule train:
     input:
         SPLITS,
         PROCESSED,
-        code("training.py", "losses.py", "augment.py", "presets.py", "study.py", "tracking.py", "models/multimix.py",
-             "data/loader.py"),
+        code("training/loop.py", "training/streams.py", "methods/__init__.py", "methods/base.py", "methods/multimix.py",
+             "losses.py", "augment.py", "presets.py", "study.py", "tracking.py", "models/multimix.py", "data/loader.py"),
     output:
         f"{RUNS}/{{run}}/best.pt",
         f"{RUNS}/{{run}}/history.csv",

@@ -1,0 +1,275 @@
+"""`multimix train --run NAME`: the shared training loop, method-free.
+
+The loop builds the run's method (`multimix.methods`), opens the streams it
+reads, and then, epoch after epoch:
+  - seeds every random draw from (run, repeat, epoch), so an epoch is a pure
+    function of the state it starts from and a killed run resumes from its
+    last checkpoint to end exactly as an uninterrupted one (on CPU);
+  - runs `train.steps_per_epoch` steps of the method on fresh batches;
+  - validates (the method's `validate`) and keeps the best epoch;
+  - writes `last.pt` atomically: the method's state, the history, the best
+    epoch's record and weights, a fingerprint of parameters, data and code
+    (only a checkpoint with the same fingerprint is resumed) and the MLflow run.
+
+The budget is the study's, not the preset's: every run takes `train.epochs`
+x `train.steps_per_epoch` optimiser steps, and the learning rate drops at
+the same steps for all. (Sizing an epoch by the largest stream a preset uses
+gave U-Net-10 24 steps and a FixMatch model 12,288 at the paper's counts: a
+comparison of step counts, not of methods.)
+
+Model selection: the highest `val_score`; CheX val has 16 images, so accuracy
+moves in steps of 1/16 and equal scores are common: ties go to the lower
+`val_loss` (a smooth score) instead of simply keeping the earliest epoch.
+When the run is complete, `best.pt`, `history.csv`, `metrics.json` and the
+figures are (re)written from the checkpoint — also on a forced rerun, whose
+outputs DVC and Snakemake have deleted. Checkpoints are plain tensors and
+numbers, loadable with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from multimix import tracking
+from multimix.config import Config, config_to_dict
+from multimix.errors import InputError
+from multimix.methods import method_class
+from multimix.study import RunSpec, find_run
+from multimix.training.streams import Streams, derive_seed
+
+
+# ------------------------------------------------------------------ model selection
+def better(record: dict, best: dict | None) -> bool:
+    """Model selection: higher val_score; on a tie, lower val_loss."""
+    if best is None:
+        return True
+    if record["val_score"] != best["val_score"]:
+        return record["val_score"] > best["val_score"]
+    return record["val_loss"] < best["val_loss"]
+
+
+# ------------------------------------------------------------------ the run
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but no CUDA device is available")
+    return torch.device(requested)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def data_digest(cfg: Config) -> str:
+    files = [cfg.split_dir / "splits.json"] + [cfg.processed_dir / f"{d}.h5" for d in
+                                                (cfg.split.segmentation_dataset, cfg.split.classification_dataset)]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        if path.suffix == ".h5" and path.exists():
+            import h5py
+
+            with h5py.File(path, "r") as f:  # content is named by its manifest hash and processing attrs
+                digest.update(json.dumps({k: str(v) for k, v in sorted(f.attrs.items())}).encode())
+        elif path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def resolved_params(cfg: Config, spec: RunSpec) -> dict:
+    """Everything that defines this run, as flat strings for MLflow."""
+    tree = {"data": config_to_dict(cfg.data), "preprocess": config_to_dict(cfg.preprocess),
+            "split": config_to_dict(cfg.split), "study": {"name": cfg.study.name}, "model": config_to_dict(cfg.model),
+            "train": config_to_dict(cfg.train), "run": asdict(spec)}
+    flat = {}
+
+    def walk(prefix, node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = str(node)[:5000]
+
+    walk("", tree)
+    return flat
+
+
+# Measured, not computed: logged to MLflow and the log, but kept out of the pipeline's
+# outputs (history.csv, metrics.json), which must be identical for identical runs.
+TIMING = ("images_per_s", "epoch_seconds")
+HEARTBEAT_SECONDS = 120  # without progress bars, a line at least this often (a paper-scale epoch takes an hour on CPU)
+
+
+def train(cfg: Config, run_name: str, device: str | None = None, show_progress: bool = True, log=print,
+          use_mlflow: bool = True, stop_after_epochs: int | None = None) -> dict:
+    """Train one run of the study; resumable. `stop_after_epochs` ends early (for tests of resume)."""
+    spec = find_run(cfg, run_name)
+    tc = cfg.train
+    splits_path = cfg.split_dir / "splits.json"
+    if not splits_path.is_file():
+        raise InputError(f"{splits_path}: not found (run `multimix split` first)")
+    splits = json.loads(splits_path.read_text())
+    dev = pick_device(device or tc.device)
+    if dev.type == "cpu":
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    cuda = dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+
+    def amp():
+        return torch.autocast("cuda", dtype=amp_dtype) if cuda else contextlib.nullcontext()
+
+    params = resolved_params(cfg, spec)
+    data_id, source_id = data_digest(cfg), tracking.source_digest()
+    # A checkpoint is resumed only by the same parameters, data and code.
+    fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode() + data_id.encode()
+                                 + source_id.encode()).hexdigest()
+
+    torch.manual_seed(derive_seed(spec.name, spec.repeat, "init"))
+    method = method_class(spec)(cfg, spec, dev, amp=amp)
+    streams = Streams(cfg, spec, splits, method.streams)
+
+    run_dir = cfg.runs_dir / spec.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    # The best epoch's record and weights live in last.pt too: best.pt is an
+    # output that DVC and Snakemake delete before a rerun, and a resumed run
+    # must be able to write it again even if no later epoch beats it.
+    start_epoch, best, best_weights, history, mlflow_id, abandoned = 0, None, None, [], "", ""
+    if last_path.exists():
+        ckpt = torch.load(last_path, map_location=dev, weights_only=True)
+        if ckpt.get("fingerprint") == fingerprint and "best_weights" in ckpt:
+            method.load_state(ckpt["state"])
+            start_epoch, best, best_weights = ckpt["epoch"] + 1, dict(ckpt["best"]), ckpt["best_weights"]
+            history, mlflow_id = list(ckpt["history"]), ckpt.get("mlflow_run_id", "")
+            log(f"{spec.name}: resuming after epoch {ckpt['epoch'] + 1} of {tc.epochs}")
+        else:
+            log(f"{spec.name}: {last_path} belongs to other parameters, code or data; starting afresh")
+            abandoned = ckpt.get("mlflow_run_id", "")  # its MLflow record will never finish
+
+    mlflow = None
+    if use_mlflow:
+        import mlflow as _mlflow
+
+        mlflow = _mlflow
+        tracking.use_experiment(cfg.study.name)
+        if abandoned:
+            tracking.end_abandoned_run(abandoned)
+        known = False
+        if mlflow_id:  # continue the interrupted run's record, if the store still has it
+            try:
+                known = mlflow.get_run(mlflow_id) is not None
+            except Exception:
+                known = False
+        active = mlflow.start_run(run_id=mlflow_id if known else None, run_name=None if known else spec.name)
+        mlflow_id = active.info.run_id
+        if not known:
+            mlflow.log_params(params)
+            # Every training setting but the run's own identity: runs of one study share it, and
+            # `multimix compare` never averages runs trained with other settings.
+            config_digest = hashlib.sha256(json.dumps({k: v for k, v in params.items() if not k.startswith("run.")},
+                                                      sort_keys=True).encode()).hexdigest()
+            mlflow.set_tags({
+                "study": cfg.study.name, "preset": spec.preset, "method": method.name, "config_digest": config_digest,
+                "segmentation_labels": spec.segmentation_labels or "",
+                "classification_labels": spec.classification_labels or "", "repeat": str(spec.repeat),
+                "git_commit": tracking.git_commit(), "data_digest": data_id, "source_digest": source_id,
+                "device": str(dev), "parameters": str(method.parameter_count()),
+            })
+    steps = tc.steps_per_epoch
+    images_per_step = tc.batch_size * len(streams.train)
+    end_epoch = tc.epochs if stop_after_epochs is None else min(tc.epochs, start_epoch + stop_after_epochs)
+    status = "FAILED"
+    try:
+        for epoch in range(start_epoch, end_epoch):
+            # Every random draw of the epoch follows from (run, repeat, epoch): resumable exactly.
+            torch.manual_seed(derive_seed(spec.name, spec.repeat, epoch, "torch"))
+            gen = torch.Generator().manual_seed(derive_seed(spec.name, spec.repeat, epoch, "augment"))
+            method.train_mode()
+            loaders = streams.loaders(cfg, spec, epoch, steps)
+            sums: dict[str, float] = {}
+            start = heartbeat = time.perf_counter()
+            bar = tqdm(zip(*loaders.values()), total=steps, desc=f"{spec.name} epoch {epoch + 1}/{tc.epochs}",
+                       disable=not show_progress, leave=False)
+            for step, parts in enumerate(bar, 1):
+                batch = {}
+                for name, part in zip(loaders, parts):
+                    batch[name] = {k: v.to(dev, non_blocking=True) for k, v in part.items()}
+                    if cuda:
+                        batch[name]["image"] = batch[name]["image"].contiguous(memory_format=torch.channels_last)
+                terms = method.step(batch, gen, epoch)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.set_postfix(loss=f"{terms['loss_total']:.3f}")
+                if not show_progress and time.perf_counter() - heartbeat > HEARTBEAT_SECONDS:
+                    heartbeat = time.perf_counter()
+                    log(f"{spec.name} epoch {epoch + 1}/{tc.epochs}: step {step}/{steps}, "
+                        f"loss {sums['loss_total'] / step:.4f}, "
+                        f"{step * images_per_step / (heartbeat - start):.1f} img/s")
+            seconds = time.perf_counter() - start
+            record = {k: v / steps for k, v in sums.items()}
+            record.update(lr=method.lr, images_per_s=steps * images_per_step / seconds, epoch_seconds=seconds)
+            method.end_epoch()
+            record.update(method.validate(streams))
+            record["epoch"], record["step"] = epoch, (epoch + 1) * steps
+            history.append(record)
+            improved = better(record, best)
+            if improved:
+                best, best_weights = record, method.weights()
+            _atomic_save({"state": method.state(), "epoch": epoch, "best": best, "best_weights": best_weights,
+                          "history": history, "fingerprint": fingerprint, "mlflow_run_id": mlflow_id}, last_path)
+            if mlflow:
+                mlflow.log_metrics({k: float(v) for k, v in record.items() if k not in ("epoch", "step")},
+                                   step=record["step"])
+            log(f"{spec.name} epoch {epoch + 1}/{tc.epochs}: loss {record.get('loss_total', 0):.4f}, "
+                f"val_score {record['val_score']:.4f}{' (best)' if improved else ''}, {record['images_per_s']:.1f} img/s")
+        finished = len(history) >= tc.epochs
+
+        def computed(record: dict) -> dict:
+            return {k: v for k, v in record.items() if k not in TIMING}
+
+        summary = {"run": spec.name, "study": cfg.study.name, "preset": spec.preset, "method": method.name,
+                   "epochs_done": len(history), "steps_done": len(history) * steps,
+                   "best_epoch": best["epoch"] if best else -1,
+                   "best_val_score": best["val_score"] if best else float("nan"),
+                   "parameters": method.parameter_count(), "best": computed(best or {})}
+        info = {"mlflow_run_id": mlflow_id, "device": str(dev),
+                "epoch_seconds": [round(h.get("epoch_seconds", float("nan")), 2) for h in history]}
+        if finished:
+            _atomic_save({**best_weights, **method.checkpoint_meta(), "method": method.name, "epoch": best["epoch"],
+                          "val_score": best["val_score"], "preset": spec.preset, "run": asdict(spec)}, best_path)
+            method.load_weights(best_weights)
+            figures = method.figures(streams, run_dir / "figures", tc.figures)
+            pd.DataFrame([computed(h) for h in history]).to_csv(run_dir / "history.csv", index=False)
+            (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+            # Where this training ran and was recorded: not an output of the stage (it differs
+            # between identical runs), read by `evaluate` to log test metrics to the same record.
+            (run_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+            if mlflow:
+                mlflow.log_artifact(str(best_path), artifact_path="model")  # a state_dict (see README)
+                mlflow.log_dict(params, "config.json")
+                for path in figures:
+                    mlflow.log_artifact(str(path), artifact_path="figures")
+                mlflow.log_metric("best_val_score", best["val_score"])
+        status = "FINISHED" if finished else "KILLED"
+        return summary | info
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if mlflow:
+            mlflow.end_run(status=status)

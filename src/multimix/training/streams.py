@@ -1,0 +1,113 @@
+"""The training streams and validation sets of one run, and their epoch plans.
+
+A method names the streams it reads — `seg_l` / `seg_u` (labelled /
+unlabelled images of the segmentation source) and `cls_l` / `cls_u` (of the
+classification source); `Streams` opens them from the split file. With
+"full" labels the unlabelled stream of that task is the whole training pool,
+its labels ignored (the reference code ran zero steps there). Every task a
+run learns also gets its validation set (`seg`, `cls`).
+
+Every epoch draws a fresh permutation of every stream, from seeds derived
+from (run, repeat, epoch, stream), so an epoch's batches are a pure function
+of those: a resumed run reads exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from multimix.config import Config
+from multimix.data.loader import H5Images
+from multimix.errors import InputError
+from multimix.study import RunSpec
+
+STREAM_NAMES = ("seg_l", "seg_u", "cls_l", "cls_u")
+
+
+def derive_seed(*parts) -> int:
+    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:12], 16)
+
+
+class Batches(Dataset):
+    """Item k = the whole k-th batch of a precomputed epoch plan (read in file order)."""
+
+    def __init__(self, images: H5Images, plan: list[list[int]]):
+        self.images, self.plan = images, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, k: int) -> dict:
+        items = [self.images[i] for i in self.plan[k]]
+        batch = {"image": torch.stack([it["image"] for it in items]),
+                 "label": torch.tensor([it["label"] for it in items])}
+        if "mask" in items[0]:
+            batch["mask"] = torch.stack([it["mask"] for it in items])
+        return batch
+
+
+def epoch_plan(n: int, steps: int, batch: int, *seed_parts) -> list[list[int]]:
+    """`steps` batches of indices into a stream of n items: consecutive fresh
+    permutations (a new one each time the stream is exhausted)."""
+    order: list[int] = []
+    passes = 0
+    while len(order) < steps * batch:
+        gen = torch.Generator().manual_seed(derive_seed(*seed_parts, passes))
+        order += torch.randperm(n, generator=gen).tolist()
+        passes += 1
+    return [order[i * batch:(i + 1) * batch] for i in range(steps)]
+
+
+class Streams:
+    """The training streams a method reads (`names`) and the validation sets of its tasks."""
+
+    def __init__(self, cfg: Config, spec: RunSpec, splits: dict, names: tuple[str, ...]):
+        unknown = set(names) - set(STREAM_NAMES)
+        if unknown:
+            raise ValueError(f"unknown stream(s) {sorted(unknown)}; streams are {', '.join(STREAM_NAMES)}")
+        processed = cfg.processed_dir
+        self.train: dict[str, H5Images] = {}
+        self.val: dict[str, H5Images] = {}
+
+        def subset(task: str, size: str) -> tuple[list[str], list[str]]:
+            info = splits["subsets"].get(task)
+            if info is None or size not in info["sizes"]:
+                have = sorted(info["sizes"]) if info else []
+                raise InputError(f"{cfg.split_dir / 'splits.json'}: no {task} subset of size {size!r} "
+                                 f"(have {have}); add it to split.{task}_sizes")
+            part = info["sizes"][size]["repeats"].get(str(spec.repeat))
+            if part is None:
+                raise InputError(f"{cfg.split_dir / 'splits.json'}: no repeat {spec.repeat} (split.repeats)")
+            pool = part["labeled"] + part["unlabeled"]
+            # "full" labels: the unlabelled stream draws from the whole pool, labels ignored.
+            return part["labeled"], part["unlabeled"] or pool
+
+        # (task, stream prefix, dataset, labelled size, masks?)
+        tasks = []
+        if "seg_l" in names:
+            tasks.append(("segmentation", "seg", cfg.split.segmentation_dataset, spec.segmentation_labels, True))
+        if "cls_l" in names:
+            tasks.append(("classification", "cls", cfg.split.classification_dataset, spec.classification_labels,
+                          False))
+        for task, short, dataset, size, masks in tasks:
+            path = processed / f"{dataset}.h5"
+            labelled, unlabelled = subset(task, size)
+            self.train[f"{short}_l"] = H5Images(path, labelled, masks=masks)
+            if f"{short}_u" in names:
+                self.train[f"{short}_u"] = H5Images(path, unlabelled, masks=False)
+            self.val[short] = H5Images(path, splits["partitions"][dataset]["val"], masks=masks)
+        for name, data in {**self.train, **self.val}.items():
+            if len(data) == 0:
+                raise InputError(f"stream {name} of run {spec.name} is empty; check the split file and label counts")
+
+    def loaders(self, cfg: Config, spec: RunSpec, epoch: int, steps: int):
+        """One DataLoader per stream for this epoch; each yields whole batches."""
+        out = {}
+        for name, data in self.train.items():
+            plan = epoch_plan(len(data), steps, cfg.train.batch_size, spec.name, spec.repeat, epoch, name)
+            out[name] = DataLoader(Batches(data, plan), batch_size=None, shuffle=False,
+                                   num_workers=cfg.train.num_workers)
+        return out
