@@ -27,6 +27,7 @@ without a bridge).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -213,8 +214,8 @@ def save_figures(model: MultiMixNet, streams: Streams, out_dir: Path, device, co
 class MultiMixMethod(Method):
     name = "multimix"
 
-    def __init__(self, cfg: Config, spec: RunSpec, device, amp=None, **kwargs):
-        super().__init__(cfg, spec, device, **({"amp": amp} if amp else {}))
+    def __init__(self, cfg: Config, spec: RunSpec, device, amp=contextlib.nullcontext):
+        super().__init__(cfg, spec, device, amp)
         tc = cfg.train
         self.variant: Variant = PRESETS[spec.preset]
         self.model = MultiMixNet(bridge=self.variant.bridge, saliency_norm=cfg.model.saliency_norm).to(device)
