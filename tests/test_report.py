@@ -172,3 +172,20 @@ def test_compare_stars_scores_not_counts_and_marks_missing_values_once(study):
     assert "None" not in text and "nan" not in text.lower()
     unet = shown[shown["preset"] == "unet"].iloc[0]
     assert unet["cls_labels"] == "—" and unet["test_chex_accuracy"] == "—"  # one marker for what does not exist
+
+
+def test_claims_are_tested_where_both_models_exist(study):
+    folder, cfg = study
+    report(cfg, use_mlflow=False)
+    claims = pd.read_csv(folder / "reports" / "claims.csv", dtype=str)
+    rows = claims[claims["claim"].str.startswith("MultiMix segments better than U-Net")]
+    assert set(rows["dataset"]) == {"jsrt", "mcu"}
+    assert (rows["verdict"] == "holds").all()  # MultiMix is better on every image by construction
+    assert (rows["|D_l^s|"] == "10").all() and (rows["images"] == "12").all()
+    consistency = claims[claims["A"].eq("multimix") & claims["B"].eq("umtl_ssl_s")]
+    assert consistency.empty  # the study has no UMTL-SSL-S: nothing claimed
+    # the verdict follows the sign of the difference and the p-value
+    for _, row in claims.iterrows():
+        p = float(row["p"])
+        expected = "not significant" if not p < 0.05 else ("holds" if float(row["A − B"]) > 0 else "reversed")
+        assert row["verdict"] == expected

@@ -13,6 +13,9 @@ parameter):
   paper_comparison.md           our MultiMix rows beside the paper's Tables 2-3;
   summary.json                  key test scores per model and test set, mean over
       repeats (the DVC metrics file of the study: `dvc exp show` lists these);
+  claims.{md,csv}               the paper's claims (MultiMix vs U-Net in Dice, vs Enc in
+      accuracy, bridge on vs off, SSL, multi-tasking, consistency) tested with
+      paired t-tests wherever the study trained both models;
   bridge_sensitivity.{md,csv}   per run and segmentation test set: Dice with
       the saliency bridge as trained and with its saliency channel zeroed,
       and the mean |change| of the mask logits (0 for models without a bridge);
@@ -79,6 +82,23 @@ def _fmt(values: pd.Series) -> str:
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
+def paired(ours: pd.DataFrame, theirs: pd.DataFrame, score: str) -> tuple[pd.Series, pd.Series]:
+    """Per-image scores of two models on the images both were tested on (each image's mean over repeats)."""
+    a = ours.groupby("id")[score].mean()
+    b = theirs.groupby("id")[score].mean()
+    common = a.index.intersection(b.index)
+    return a[common], b[common]
+
+
+def paired_t_p(a: pd.Series, b: pd.Series) -> float:
+    """Paired Student's t-test p; 1 for identical scores, NaN with fewer than two pairs."""
+    if len(a) < 2:
+        return float("nan")
+    if np.allclose(a.to_numpy(), b.to_numpy()):
+        return 1.0
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
 def _paired_p(images: pd.DataFrame, dataset: str, score: str, model: pd.Series, label_key: str) -> float:
     """Paired t-test of MultiMix vs `model` on per-image scores, same label count."""
     if model["preset"] == "multimix":
@@ -89,12 +109,57 @@ def _paired_p(images: pd.DataFrame, dataset: str, score: str, model: pd.Series, 
                     & (subset["seg_labels"] == model["seg_labels"])]
     if ours.empty or theirs.empty:
         return float("nan")
-    a = ours.groupby("id")[score].mean()
-    b = theirs.groupby("id")[score].mean()
-    common = a.index.intersection(b.index)
-    if len(common) < 2 or np.allclose(a[common].to_numpy(), b[common].to_numpy()):
-        return float("nan") if len(common) < 2 else 1.0
-    return float(stats.ttest_rel(a[common], b[common]).pvalue)
+    return paired_t_p(*paired(ours, theirs, score))
+
+
+# The paper's claims (section 4), each a comparison of two models on one score, tested
+# wherever a study trained both at the same label counts.
+CLAIMS = (
+    ("MultiMix segments better than U-Net", "multimix", "unet", "dice"),
+    ("MultiMix classifies better than Enc", "multimix", "enc", "correct"),
+    ("the saliency bridge helps segmentation (UMTL-S vs UMTL)", "umtl_s", "umtl", "dice"),
+    ("the saliency bridge helps with SSL (UMTL-SSL-S vs UMTL-SSL)", "umtl_ssl_s", "umtl_ssl", "dice"),
+    ("confidence-based SSL helps classification (Enc-SSL vs Enc)", "enc_ssl", "enc", "correct"),
+    ("multi-tasking helps classification (UMTL vs Enc)", "umtl", "enc", "correct"),
+    ("the segmentation consistency helps (MultiMix vs UMTL-SSL-S)", "multimix", "umtl_ssl_s", "dice"),
+)
+
+
+def claims_table(images: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Each claim at every label setting and test set where both models exist: mean
+    scores, difference, paired t-test, and a verdict (holds / not significant / reversed)."""
+    columns = ["claim", "dataset", "|D_l^c|", "|D_l^s|", "A", "B", "score", "A mean", "B mean", "A − B", "p",
+               "images", "verdict"]
+    if images.empty:
+        return pd.DataFrame(columns=columns)
+    if "probability" in images:
+        images = images.assign(correct=((images["probability"] >= 0.5).astype(float) == images["label"]).astype(float))
+    rows = []
+    for claim, a_preset, b_preset, score in CLAIMS:
+        if score not in images:
+            continue
+        scored = images[images[score].notna()]
+        for (dataset, cls, seg), ours in scored[scored["preset"] == a_preset].groupby(
+                ["dataset", "cls_labels", "seg_labels"], sort=True):
+            theirs = scored[(scored["preset"] == b_preset) & (scored["dataset"] == dataset)]
+            # a single-task model matches on its own task's label count only
+            if theirs["cls_labels"].ne("").any():
+                theirs = theirs[theirs["cls_labels"] == cls]
+            if theirs["seg_labels"].ne("").any():
+                theirs = theirs[theirs["seg_labels"] == seg]
+            if theirs.empty:
+                continue
+            a, b = paired(ours, theirs, score)
+            if len(a) == 0:
+                continue
+            p = paired_t_p(a, b)
+            diff = float(a.mean() - b.mean())
+            verdict = ("not significant" if not p < alpha else "holds" if diff > 0 else "reversed")
+            rows.append({"claim": claim, "dataset": dataset, "|D_l^c|": cls or MISSING, "|D_l^s|": seg or MISSING,
+                         "A": a_preset, "B": b_preset, "score": "Dice" if score == "dice" else "accuracy",
+                         "A mean": f"{a.mean():.3f}", "B mean": f"{b.mean():.3f}", "A − B": f"{diff:+.3f}",
+                         "p": MISSING if not np.isfinite(p) else f"{p:.3g}", "images": len(a), "verdict": verdict})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def domain_table(summary: pd.DataFrame, images: pd.DataFrame, domain: str) -> pd.DataFrame:
@@ -397,6 +462,15 @@ def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dic
                                         f"t-test of MultiMix against the row's model on per-image scores.\n\n"
                                         + to_markdown(table))
         written[stem] = out / f"{stem}.md"
+    claims = claims_table(images)
+    claims.to_csv(out / "claims.csv", index=False)
+    (out / "claims.md").write_text(
+        f"# The paper's claims, tested on this study\n\n{budget_line(cfg)}\n\nA vs B on per-image scores "
+        f"(Dice; accuracy = share of images classified correctly), each image's score averaged over repeats, "
+        f"paired Student's t-test over the test images both models saw; verdict at p < 0.05: *holds* (A better), "
+        f"*reversed* (B better) or *not significant*. A single-task model is compared at its own task's label "
+        f"count.\n\n" + (to_markdown(claims) if len(claims) else "No pair of models of a claim in this study.\n"))
+    written["claims"] = out / "claims.md"
     bridge = bridge_table(summary)
     bridge.to_csv(out / "bridge_sensitivity.csv", index=False)
     (out / "bridge_sensitivity.md").write_text(

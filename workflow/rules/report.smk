@@ -6,7 +6,7 @@ REPORT_FILES = [
     f"{REPORT}/{name}"
     for name in (
         "table2_in_domain.md", "table2_in_domain.csv", "table3_cross_domain.md", "table3_cross_domain.csv",
-        "bridge_sensitivity.md", "bridge_sensitivity.csv", "paper_comparison.md", "runs_summary.csv", "summary.json",
+        "claims.md", "claims.csv", "bridge_sensitivity.md", "bridge_sensitivity.csv", "paper_comparison.md", "runs_summary.csv", "summary.json",
     )
 ]
 
