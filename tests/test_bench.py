@@ -27,3 +27,29 @@ def test_train_step_bench_same_loss_and_less_arithmetic():
     assert 1.3 < float(ratio) < 1.6, result.stdout
     assert int(ours) < int(naive)
     assert "ours / naive speed-up:" in result.stdout
+
+
+def test_study_cost_bench_covers_every_preset_and_multiplies_by_the_budget(tmp_path):
+    """At 32² on the paper study's matrix: one line per preset, runs and hours consistent."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "studies" / "paper.yaml").read_text())
+    params["preprocess"]["size"] = 32
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, str(root / "bench" / "study_cost.py"), "--params",
+                             str(tmp_path / "params.yaml"), "--steps", "1"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = {}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 6 and parts[1].isdigit():
+            rows[parts[0]] = (int(parts[1]), float(parts[2]), float(parts[4]), float(parts[5]))
+    assert set(rows) == {"unet", "enc", "enc_ssl", "enc_mm", "umtl", "umtl_s", "umtl_ssl", "umtl_ssl_s", "multimix"}
+    assert sum(r[0] for r in rows.values()) == 285
+    for runs, s_per_step, h_per_run, h_total in rows.values():
+        assert abs(h_per_run - s_per_step * 12_528 / 3600) < 0.01 + 0.01 * h_per_run
+        assert abs(h_total - h_per_run * runs) < 0.1 + 0.01 * h_total
+    total = float(re.search(r"total: ([\d,.]+) device-hours", result.stdout).group(1).replace(",", ""))
+    assert abs(total - sum(r[3] for r in rows.values())) < 0.2 + 0.01 * total
