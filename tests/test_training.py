@@ -42,7 +42,7 @@ def tiny_params(folder, study=None, **train):
         split={"split_dir": str(folder / "splits"), "segmentation_sizes": [1, "full"],
                "classification_sizes": [2, "full"], "repeats": [0]},
         study=study or STUDY,
-        train=dict(TRAIN, runs_dir=str(folder / "runs"), **train),
+        train=dict(TRAIN, runs_dir=str(folder / "runs"), checkpoint_dir=str(folder / "checkpoints"), **train),
     )
 
 
@@ -217,9 +217,10 @@ def test_train_run_logs_to_mlflow_and_writes_plain_checkpoints(project, monkeypa
     cfg = load_config(project / "params.yaml")
     summary = train(cfg, "multimix-s1-c2-r0", show_progress=False, log=lambda *_: None)
     run_dir = project / "runs" / "multimix-s1-c2-r0"
-    for name in ("best.pt", "last.pt"):
-        torch.load(run_dir / name, weights_only=True)  # plain tensors and numbers only
-        MultiMixNet(bridge=True).load_state_dict(weights(run_dir / name))
+    for path in (run_dir / "best.pt", project / "checkpoints" / "multimix-s1-c2-r0" / "last.pt"):
+        torch.load(path, weights_only=True)  # plain tensors and numbers only
+        MultiMixNet(bridge=True).load_state_dict(weights(path))
+    assert not (run_dir / "last.pt").exists()  # the runs folder holds results only
     assert (run_dir / "metrics.json").exists() and (run_dir / "history.csv").exists()
     assert list((run_dir / "figures").glob("*.png"))
     import mlflow
@@ -265,7 +266,7 @@ def test_every_preset_runs_through_train_and_best_pt_is_the_best_epoch(project, 
         again = validate(model, Streams(cfg, spec, splits, spec.variant.streams), torch.device("cpu"),
                          contextlib.nullcontext)
         assert again["val_score"] == pytest.approx(ranked.iloc[0]["val_score"])  # best.pt is that epoch's weights
-        assert "scaler" in torch.load(project / "runs" / name / "last.pt", weights_only=True)["state"]  # fp16 resumes
+        assert "scaler" in torch.load(project / "checkpoints" / name / "last.pt", weights_only=True)["state"]  # fp16
 
 
 def run_spec_of(cfg, name):
@@ -293,7 +294,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, tiny_project):
     cmd = [sys.executable, "-m", "multimix", "-q", "train", "--run", "umtl_ssl_s-s1-c2-r0"]
     subprocess.run(cmd, cwd=dirs["straight"], env=env, check=True, capture_output=True)
 
-    last = dirs["killed"] / "runs" / "umtl_ssl_s-s1-c2-r0" / "last.pt"
+    last = dirs["killed"] / "checkpoints" / "umtl_ssl_s-s1-c2-r0" / "last.pt"
     proc = subprocess.Popen(cmd, cwd=dirs["killed"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not last.exists() and time.time() < deadline:  # killed during epoch 2, after epoch 1's checkpoint
@@ -304,7 +305,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, tiny_project):
     assert torch.load(last, weights_only=True)["epoch"] < 2, "the run finished before it could be killed"
     resumed = subprocess.run(cmd, cwd=dirs["killed"], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    a = weights(dirs["straight"] / "runs" / "umtl_ssl_s-s1-c2-r0" / "last.pt")
+    a = weights(dirs["straight"] / "checkpoints" / "umtl_ssl_s-s1-c2-r0" / "last.pt")
     b = weights(last)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.load(last, weights_only=True)["epoch"] == 2

@@ -150,7 +150,11 @@ class MixMatchConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    runs_dir: str = "data/runs"
+    runs_dir: str = "data/runs"  # results: best.pt, history.csv, metrics.json, figures (pipeline outputs)
+    # Resume state and bookkeeping (last.pt, run_info.json): not outputs. Kept apart so that
+    # DVC and Snakemake never delete them, and so that the runs folder holds only files that
+    # identical runs write identically (last.pt records the MLflow run).
+    checkpoint_dir: str = "data/checkpoints"
     # The budget: every run of a study takes epochs x steps_per_epoch optimiser
     # steps, whatever its preset, and the learning-rate steps fall at the same step.
     epochs: int = 24
@@ -211,6 +215,10 @@ class Config:
     @property
     def runs_dir(self) -> Path:
         return Path(self.train.runs_dir)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.train.checkpoint_dir)
 
 
 # ------------------------------------------------------------------ type checking

@@ -141,7 +141,7 @@ def _examples(model: MultiMixNet, data: H5Images, dataset: str, task: str, dev) 
 def _log(cfg: Config, run: str, summary: dict) -> None:
     import mlflow
 
-    info = cfg.runs_dir / run / "run_info.json"
+    info = cfg.checkpoint_dir / run / "run_info.json"
     run_id = json.loads(info.read_text()).get("mlflow_run_id") if info.exists() else None
     if not run_id:
         return

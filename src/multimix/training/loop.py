@@ -7,7 +7,7 @@ reads, and then, epoch after epoch:
     last checkpoint to end exactly as an uninterrupted one (on CPU);
   - runs `train.steps_per_epoch` steps of the method on fresh batches;
   - validates (the method's `validate`) and keeps the best epoch;
-  - writes `last.pt` atomically: the method's state, the history, the best
+  - writes `last.pt` (under `train.checkpoint_dir`) atomically: the method's state, the history, the best
     epoch's record and weights, a fingerprint of parameters, data and code
     (only a checkpoint with the same fingerprint is resumed) and the MLflow run.
 
@@ -143,9 +143,10 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
     method = method_class(spec)(cfg, spec, dev, amp=amp)
     streams = Streams(cfg, spec, splits, method.streams)
 
-    run_dir = cfg.runs_dir / spec.name
+    run_dir, state_dir = cfg.runs_dir / spec.name, cfg.checkpoint_dir / spec.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = state_dir / "last.pt", run_dir / "best.pt"
     # The best epoch's record and weights live in last.pt too: best.pt is an
     # output that DVC and Snakemake delete before a rerun, and a resumed run
     # must be able to write it again even if no later epoch beats it.
@@ -258,7 +259,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
             (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
             # Where this training ran and was recorded: not an output of the stage (it differs
             # between identical runs), read by `evaluate` to log test metrics to the same record.
-            (run_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+            (state_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
             if mlflow:
                 mlflow.log_artifact(str(best_path), artifact_path="model")  # a state_dict (see README)
                 mlflow.log_dict(params, "config.json")
