@@ -43,7 +43,12 @@ def test_clean_synthetic_tree(project):
     assert manifest["id"].is_unique
     jsrt = manifest[manifest.dataset == "jsrt"].iloc[0]
     assert (jsrt.height, jsrt.width, jsrt.bit_depth, jsrt.format) == (2048, 2048, 12, "jsrt_raw")
-    assert len(jsrt.mask_paths.split(";")) == 2 and jsrt.label == ""
+    assert len(jsrt.mask_paths.split(";")) == 2
+    # class labels of the segmentation sources come from their file names
+    for row in manifest[manifest.dataset.isin(["jsrt", "mcu"])].itertuples():
+        name = Path(row.image_path).stem
+        assert int(row.label) == (name.startswith("JPCLN") if row.dataset == "jsrt" else name.endswith("_1")), name
+    assert set(manifest.loc[manifest.dataset == "jsrt", "label"].astype(int)) == {0, 1}
     chex = manifest[manifest.dataset == "chex"]
     assert set(chex["official_split"]) == {"train", "test"}  # Mendeley's layout: no val folder
     assert set(manifest.loc[manifest.dataset == "jsrt", "official_split"]) == {"fold1", "fold2"}  # SCR folds

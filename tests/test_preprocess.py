@@ -65,7 +65,7 @@ def test_every_manifest_row_is_in_hdf5(processed):
 def test_labels_and_official_splits(processed):
     folder, _, _ = processed
     chex, jsrt = read(folder, "chex"), read(folder, "jsrt")
-    assert set(chex["labels"]) == {0, 1} and set(jsrt["labels"]) == {-1}
+    assert set(chex["labels"]) == {0, 1} and set(jsrt["labels"]) == {0, 1}  # JSRT: nodule or not
     assert set(chex["splits"].astype(str)) == {"train", "test"}  # Mendeley's folders
     assert set(jsrt["splits"].astype(str)) == {"fold1", "fold2"}  # the SCR folds
     assert "masks" not in chex and "masks" in jsrt

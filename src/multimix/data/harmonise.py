@@ -156,7 +156,7 @@ def scan_jsrt(root: Path) -> Scan:
         scan.candidates.append(Candidate(
             id=f"jsrt/{key}", dataset="jsrt", image=images[key], masks=mask_paths, mask_size=(1024, 1024),
             official_split=scr_fold(mask_paths), finding="nodule" if key.startswith("JPCLN") else "non-nodule",
-            kind="jsrt_raw",
+            label=int(key.startswith("JPCLN")), kind="jsrt_raw",  # layout.CLASS_NAMES["jsrt"]
         ))
     return scan
 
@@ -220,7 +220,7 @@ def scan_mcu(root: Path) -> Scan:
     for key, mask_paths in sorted(paired.items()):
         scan.candidates.append(Candidate(
             id=f"mcu/{key}", dataset="mcu", image=images[key], masks=mask_paths,
-            finding="tb" if key.endswith("_1") else "normal",
+            finding="tb" if key.endswith("_1") else "normal", label=int(key.endswith("_1")),  # layout.CLASS_NAMES["mcu"]
         ))
     return scan
 

@@ -17,6 +17,10 @@ JSRT_CLINICAL = ("CLNDAT_EN.txt", "CNNDAT_EN.TXT")
 CHEX_ROOT = "chest_xray"
 CHEX_SPLITS = ("train", "val", "test")
 CHEX_CLASSES = {"NORMAL": 0, "PNEUMONIA": 1}
+# The class labels of every source, by label value: what a classifier trained on it predicts.
+# JSRT: JPCLN = lung nodule, JPCNN = none; Montgomery: MCUCXR_####_1 = TB.
+CLASS_NAMES = {"jsrt": ("no nodule", "nodule"), "mcu": ("normal", "TB"), "chex": ("normal", "pneumonia"),
+               "nihx": ("no finding", "pneumonia")}
 # The 16 images (file stems) the redistributed copy moved from Mendeley's train/ into val/.
 KERMANY_VAL = {
     "NORMAL": tuple(f"NORMAL2-IM-{n}-0001" for n in (1427, 1430, 1431, 1436, 1437, 1438, 1440, 1442)),
