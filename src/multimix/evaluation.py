@@ -2,7 +2,9 @@
 
 In-domain: CheX test (classification) and JSRT test (segmentation);
 cross-domain: NIHX (classification, all 4,185 images) and MCU test
-(segmentation) — for the tasks the run's preset learns. The model runs in eval
+(segmentation) — for the tasks the run's preset learns. A classifier of the
+segmentation source's own classes (seed 003's APPAU-Net) is tested on that
+source's test images (`test_sets`). The model runs in eval
 mode (dropout off). Writes, under `data/eval/NAME/`:
   per_image.csv  one row per test image (scores, predicted/reference lung
                  pixel counts, class probability) for distributions and tests;
@@ -28,7 +30,6 @@ from multimix import metrics, tracking
 from multimix.config import Config
 from multimix.data.loader import H5Images
 from multimix.errors import InputError
-from multimix.models.multimix import MultiMixNet
 from multimix.study import find_run
 from multimix.methods import load_predictor
 from multimix.training.loop import pick_device
@@ -38,6 +39,15 @@ TEST_SETS = {
     "classification": (("chex", "in-domain"), ("nihx", "cross-domain")),
 }
 EXAMPLES = 4
+
+
+def test_sets(cfg: Config, spec, task: str) -> tuple[tuple[str, str], ...]:
+    """(dataset, domain) pairs a run is tested on for one task. A classifier of the segmentation
+    source's classes (APPAU-Net's discriminator: e.g. JSRT nodules) is tested on that source's
+    test images only: the other segmentation source has other classes (Montgomery: TB)."""
+    if task == "classification" and spec.variant.class_source == "segmentation":
+        return ((cfg.split.segmentation_dataset, "in-domain"),)
+    return TEST_SETS[task]
 
 
 def eval_dir(cfg: Config, run: str) -> Path:
@@ -69,7 +79,7 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
     tasks = [t for t, on in (("segmentation", spec.variant.segmentation),
                              ("classification", spec.variant.classification)) if on]
     for task in tasks:
-        for dataset, domain in TEST_SETS[task]:
+        for dataset, domain in test_sets(cfg, spec, task):
             if dataset not in splits["partitions"]:
                 continue  # source not in data.datasets
             ids = splits["partitions"][dataset]["test"]
@@ -102,8 +112,10 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
                     frame_rows.append(row)
             frame = pd.DataFrame(frame_rows)
             rows.append(frame)
-            summary[dataset] = {"domain": domain, "task": task} | _summarise(frame, task)
-            examples.update(_examples(model, data, dataset, task, dev))
+            # one key per (dataset, task): APPAU-Net segments and classifies the same test images
+            key = dataset if dataset not in summary else f"{dataset}_{task}"
+            summary[key] = {"domain": domain, "task": task} | _summarise(frame, task)
+            examples.update(_examples(model, data, key, task, dev))
     per_image = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     out_dir = eval_dir(cfg, run)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +127,7 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
     return summary
 
 
-def _examples(model: MultiMixNet, data: H5Images, dataset: str, task: str, dev) -> dict[str, np.ndarray]:
+def _examples(model, data: H5Images, dataset: str, task: str, dev) -> dict[str, np.ndarray]:
     """A few test images with saliency (and masks), normal and pneumonia alike where labelled."""
     if task == "classification":
         normal = [i for i, y in enumerate(data.labels) if y == 0][: EXAMPLES // 2]
@@ -129,9 +141,11 @@ def _examples(model: MultiMixNet, data: H5Images, dataset: str, task: str, dev) 
     x = torch.stack([it["image"] for it in items]).to(dev)
     out = model(x, with_decoder=task == "segmentation", with_classifier=True)
     saliency = out.saliency if out.saliency is not None else model.saliency(x)  # bridge models computed it already
+    # a segmentation-only network of seed 003 has no classifier: no class probability
+    probability = (torch.softmax(out.logits.float(), 1)[:, 1].cpu().numpy() if out.logits is not None
+                   else np.full(len(items), np.nan))
     found = {f"{dataset}_image": x[:, 0].cpu().numpy(), f"{dataset}_saliency": saliency[:, 0].cpu().numpy(),
-             f"{dataset}_label": np.array([it["label"] for it in items]),
-             f"{dataset}_probability": torch.softmax(out.logits.float(), 1)[:, 1].cpu().numpy()}
+             f"{dataset}_label": np.array([it["label"] for it in items]), f"{dataset}_probability": probability}
     if task == "segmentation":
         found[f"{dataset}_pred"] = (out.mask_logits[:, 0] > 0).cpu().numpy()
         found[f"{dataset}_ref"] = torch.stack([it["mask"] for it in items])[:, 0].numpy() > 0.5

@@ -1,4 +1,6 @@
-"""Model variants of the paper (section 3.2): one network, five switches.
+"""The presets a study can name, and the method that trains each.
+
+MultiMix's variants (its paper, section 3.2): one network, five switches.
 
 | preset      | segmentation | classification | SSL (classification) | saliency bridge | unlabelled seg. consistency |
 |-------------|--------------|----------------|----------------------|-----------------|-----------------------------|
@@ -11,6 +13,14 @@
 | umtl_ssl    | yes          | yes            | FixMatch-style       |                 |                             |
 | umtl_ssl_s  | yes          | yes            | FixMatch-style       | yes             |                             |
 | multimix    | yes          | yes            | FixMatch-style       | yes             | yes                         |
+
+Seed 003's models (Imran & Terzopoulos 2019; `SegmentorVariant`), named
+`<segmentor>_<loss>`: a segmentor (`unet` = its batch-norm U-Net, `attunet` =
+Attention U-Net, `ppaunet` = PPAU-Net) trained with one segmentation loss
+(`tv` Tversky, `kltv`, `xetv`, `dice`), and `appaunet_<loss>`: PPAU-Net trained
+adversarially with the (n+1)-class discriminator, which also classifies. They
+learn from the segmentation source alone (its images, masks and class
+labels), so a study lists them under `study.presets.segmentation`.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Variant:
+    """A MultiMix variant (method `multimix`)."""
+
     segmentation: bool
     classification: bool
     ssl: str | None = None  # None | "fixmatch" | "mixmatch"
@@ -40,6 +52,49 @@ class Variant:
             return "multitask"
         return "segmentation" if self.segmentation else "classification"
 
+    @property
+    def method(self) -> str:
+        return "multimix"
+
+    @property
+    def class_source(self) -> str:
+        """Whose labels the classifier learns: `split.classification_dataset`'s."""
+        return "classification"
+
+
+@dataclass(frozen=True)
+class SegmentorVariant:
+    """A seed-003 model (method `appaunet`): a segmentor and its loss, optionally adversarial."""
+
+    architecture: str  # unet | attention_unet | ppaunet (multimix.models.ppaunet.ARCHITECTURES)
+    loss: str  # dice | tversky | kltv | xetv (multimix.losses.SEGMENTATION_LOSSES)
+    adversarial: bool = False  # APPAU-Net: the discriminator classifies and drives Eq. 5
+    segmentation: bool = True
+    ssl: str | None = None
+    bridge: bool = False
+    consistency: bool = False
+
+    @property
+    def classification(self) -> bool:
+        return self.adversarial
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return ("seg_l", "seg_u") if self.adversarial else ("seg_l",)
+
+    @property
+    def tasks(self) -> str:
+        return "segmentation"  # labels come from the segmentation source only: one run per |D_l^s|
+
+    @property
+    def method(self) -> str:
+        return "appaunet"
+
+    @property
+    def class_source(self) -> str:
+        """Whose labels the discriminator learns: `split.segmentation_dataset`'s (e.g. JSRT nodule)."""
+        return "segmentation"
+
 
 PRESETS = {
     "unet": Variant(segmentation=True, classification=False),
@@ -52,3 +107,9 @@ PRESETS = {
     "umtl_ssl_s": Variant(segmentation=True, classification=True, ssl="fixmatch", bridge=True),
     "multimix": Variant(segmentation=True, classification=True, ssl="fixmatch", bridge=True, consistency=True),
 }
+SEED003_LOSSES = {"tv": "tversky", "kltv": "kltv", "xetv": "xetv", "dice": "dice"}
+SEED003_SEGMENTORS = {"unet": "unet", "attunet": "attention_unet", "ppaunet": "ppaunet"}
+for _short, _loss in SEED003_LOSSES.items():
+    for _name, _architecture in SEED003_SEGMENTORS.items():
+        PRESETS[f"{_name}_{_short}"] = SegmentorVariant(_architecture, _loss)
+    PRESETS[f"appaunet_{_short}"] = SegmentorVariant("ppaunet", _loss, adversarial=True)

@@ -17,7 +17,8 @@ rule evaluate:
         f"{RUNS}/{{run}}/metrics.json",
         SPLITS,
         PROCESSED,
-        code("evaluation.py", "metrics.py", "methods/__init__.py", "methods/multimix.py"),
+        code("evaluation.py", "metrics.py", "methods/__init__.py", "methods/multimix.py", "methods/appaunet.py",
+             "models/multimix.py", "models/ppaunet.py"),
     output:
         f"{EVAL}/{{run}}/per_image.csv",
         f"{EVAL}/{{run}}/examples.npz",

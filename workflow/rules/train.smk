@@ -3,7 +3,7 @@
 
 TRAIN_SETTINGS = [
     "study.name", "model", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.batch_size", "train.lr",
-    "train.lr_step_epochs", "train.lr_gamma", "train.strong_max_ops", "train.loss", "train.mixmatch",
+    "train.lr_step_epochs", "train.lr_gamma", "train.strong_max_ops", "train.loss", "train.mixmatch", "seed003",
 ]
 
 
@@ -12,7 +12,8 @@ rule train:
         SPLITS,
         PROCESSED,
         code("training/loop.py", "training/streams.py", "methods/__init__.py", "methods/base.py", "methods/multimix.py",
-             "losses.py", "augment.py", "presets.py", "study.py", "tracking.py", "models/multimix.py", "data/loader.py"),
+             "methods/appaunet.py", "losses.py", "augment.py", "presets.py", "study.py", "tracking.py",
+             "models/multimix.py", "models/ppaunet.py", "data/layout.py", "data/loader.py"),
     output:
         f"{RUNS}/{{run}}/best.pt",
         f"{RUNS}/{{run}}/history.csv",
