@@ -41,13 +41,16 @@ from multimix import metrics, tracking
 from multimix.config import Config
 from multimix.errors import InputError
 from multimix.evaluation import eval_dir
+from multimix.presets import PRESETS
 from multimix.study import expand, run_name
 
 CLS_COLUMNS = {"accuracy": "Acc", "f1_normal": "F1-N", "f1_pneumonia": "F1-P", "auc": "AUC"}
 SEG_COLUMNS = {"dice": "DS", "jaccard": "JS", "ssim": "SSIM", "hausdorff": "HD", "precision": "P", "recall": "R"}
 DOMAINS = {"in-domain": ("chex", "jsrt", "table2_in_domain"), "cross-domain": ("nihx", "mcu", "table3_cross_domain")}
 MISSING = "—"  # the one marker of a value that does not exist (not trained, not defined)
-PRESET_ORDER = ["unet", "enc", "enc_ssl", "enc_mm", "umtl", "umtl_s", "umtl_ssl", "umtl_ssl_s", "multimix"]
+
+# Rows in the paper's order (MultiMix's baselines, then MultiMix), then seed 003's presets.
+PRESET_ORDER = list(PRESETS)
 
 
 def load_runs(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -73,13 +76,13 @@ def load_runs(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     return pd.DataFrame(summaries), (pd.concat(images, ignore_index=True) if images else pd.DataFrame()), examples
 
 
-def _fmt(values: pd.Series) -> str:
+def _fmt(values: pd.Series, spec: str = ".3f") -> str:
     values = values.dropna()
     if values.empty:
         return MISSING
     if len(values) == 1:
-        return f"{values.iloc[0]:.3f}"
-    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+        return f"{values.iloc[0]:{spec}}"
+    return f"{values.mean():{spec}} ± {values.std(ddof=1):{spec}}"
 
 
 def paired(ours: pd.DataFrame, theirs: pd.DataFrame, score: str) -> tuple[pd.Series, pd.Series]:
@@ -203,7 +206,7 @@ def bridge_table(summary: pd.DataFrame) -> pd.DataFrame:
         rows.append({"Model": first["preset"], "|D_l^c|": first["cls_labels"] or MISSING,
                      "|D_l^s|": first["seg_labels"] or MISSING, "dataset": first["dataset"],
                      "DS": _fmt(grp["dice"]), "DS, saliency zeroed": _fmt(grp["without"]),
-                     "Δ DS": _fmt(grp["bridge_dice_change"]), "mean |Δ logit|": _fmt(grp["bridge_logit_change"]),
+                     "Δ DS": _fmt(grp["bridge_dice_change"]), "mean |Δ logit|": _fmt(grp["bridge_logit_change"], ".2e"),  # often 1e-4: .3f shows 0
                      "repeats": int(grp["repeat"].nunique())})
     return pd.DataFrame(rows)
 
