@@ -1,10 +1,10 @@
 """Compute estimate of a study: measured seconds per optimiser step x its runs' budgets.
 
-For every preset of the study, times `multimix.methods.multimix.train_step` plus
-backward and Adam on random batches of the study's image size and batch size
-(the streams the preset reads, as in training), on this machine's device
-(CUDA with the mixed precision and channels-last that `multimix train` uses,
-else CPU). Multiplies by the study's runs and its budget (epochs x
+For every preset of the study, times one step of its training method (the
+same `Method.step` that `multimix train` calls: forward, backward and optimiser
+updates, for any method) on random batches of the study's image size and batch
+size (the streams the preset reads), on this machine's device (CUDA with the
+mixed precision that `multimix train` uses, else CPU). Multiplies by the study's runs and its budget (epochs x
 steps_per_epoch) and prints the hours per run and for the whole study.
 Validation, evaluation and data loading are left out (on CPU the loader is
 hundreds of times faster than a step: bench/loader.py).
@@ -22,11 +22,10 @@ from collections import Counter
 import torch
 
 from multimix.config import load_config
-from multimix.models.multimix import MultiMixNet
+from multimix.methods import method_class
 from multimix.presets import PRESETS
 from multimix.runtime import keep_freed_memory
 from multimix.study import expand
-from multimix.methods.multimix import train_step
 
 
 def random_batch(preset: str, size: int, batch: int, device) -> dict:
@@ -42,32 +41,24 @@ def random_batch(preset: str, size: int, batch: int, device) -> dict:
     return out
 
 
-def seconds_per_step(preset: str, cfg, device, steps: int) -> float:
+def seconds_per_step(spec, cfg, device, steps: int) -> float:
     torch.manual_seed(0)
-    model = MultiMixNet(bridge=PRESETS[preset].bridge, saliency_norm=cfg.model.saliency_norm).to(device)
     cuda = device.type == "cuda"
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
-    batch = random_batch(preset, cfg.preprocess.size, cfg.train.batch_size, device)
+
+    def amp():
+        return torch.autocast("cuda", dtype=amp_dtype) if cuda else contextlib.nullcontext()
+
+    method = method_class(spec)(cfg, spec, device, amp=amp)
+    method.train_mode()
+    batch = random_batch(spec.preset, cfg.preprocess.size, cfg.train.batch_size, device)
     gen = torch.Generator().manual_seed(1)
-
-    def step():
-        with torch.autocast("cuda", dtype=amp_dtype) if cuda else contextlib.nullcontext():
-            loss, _ = train_step(model, batch, PRESETS[preset], cfg, gen, epoch=0)
-        optimiser.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimiser)
-        scaler.update()
-
-    step()  # warm-up (allocator, kernels)
+    method.step(batch, gen, 0)  # warm-up (allocator, kernels)
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        method.step(batch, gen, 0)
     if cuda:
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
@@ -84,13 +75,16 @@ def main() -> None:
     runs = expand(cfg)
     budget = cfg.train.epochs * cfg.train.steps_per_epoch
     per_preset = Counter(spec.preset for spec in runs)
+    first = {}
+    for spec in runs:
+        first.setdefault(spec.preset, spec)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"study {cfg.study.name!r}: {len(runs)} runs x {budget:,} steps, {cfg.preprocess.size}², batch "
           f"{cfg.train.batch_size} per stream; device: {name}")
     print(f"{'preset':12s} {'runs':>5s} {'s/step':>8s} {'images/s':>9s} {'h/run':>8s} {'h in all':>9s}")
     total = 0.0
     for preset, count in per_preset.items():
-        s = seconds_per_step(preset, cfg, device, args.steps)
+        s = seconds_per_step(first[preset], cfg, device, args.steps)
         images = cfg.train.batch_size * len(PRESETS[preset].streams)
         hours = s * budget / 3600
         total += hours * count
