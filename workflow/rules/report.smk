@@ -25,6 +25,9 @@ rule evaluate:
         f"{EVAL}/{{run}}/metrics.json",
     params:
         p=param_slice("evaluate.dir"),
+    # All cores, as under DVC: torch's thread count changes float summation order, and the
+    # bridge sensitivity (a difference of nearly equal logits) would differ in the 7th digit.
+    threads: workflow.cores
     log:
         "data/logs/evaluate/{run}.log",
     shell:
