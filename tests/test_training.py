@@ -177,7 +177,8 @@ def test_validate_reports_what_it_measures(project):
 
     import torch.nn.functional as F
 
-    from multimix.methods.multimix import dice_scores, validate
+    from multimix.losses import dice_scores
+    from multimix.methods.multimix import validate
 
     cfg, spec, _ = fixed_batch(project, "umtl")
     streams = Streams(cfg, spec, json.loads((project / "splits" / "splits.json").read_text()), spec.variant.streams)

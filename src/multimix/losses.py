@@ -38,6 +38,15 @@ def soft_dice_loss(mask_logits: torch.Tensor, target: torch.Tensor, smooth: floa
     return (1 - dice).mean()
 
 
+def dice_scores(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Hard Dice per image of the thresholded logits (> 0) against {0, 1} masks; 1 when both are
+    empty. A validation score, not a loss (no gradient through the threshold)."""
+    pred = (mask_logits > 0).float().flatten(1)
+    ref = masks.float().flatten(1)
+    denom = pred.sum(1) + ref.sum(1)
+    return torch.where(denom > 0, 2 * (pred * ref).sum(1) / denom.clamp_min(1), torch.ones_like(denom))
+
+
 def bernoulli_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Element-wise KL(Bern(p) ‖ Bern(q))."""
     p = p.clamp(EPS, 1 - EPS)

@@ -457,32 +457,30 @@ def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dic
     summary, images, examples = load_runs(cfg)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for domain, (_, _, stem) in DOMAINS.items():
-        table = domain_table(summary, images, domain)
+
+    def write_table(stem: str, title: str, intro: str, table: pd.DataFrame, empty: str | None = None) -> None:
+        """`<stem>.csv` (plain) and `<stem>.md` (title, the study's budget, what the columns mean, the table)."""
         table.to_csv(out / f"{stem}.csv", index=False)
-        title = "Table 2 — in-domain (CheX, JSRT)" if domain == "in-domain" else "Table 3 — cross-domain (NIHX, MCU)"
-        (out / f"{stem}.md").write_text(f"# {title}\n\n{budget_line(cfg)}\n\nmean ± std over repeats; p: paired "
-                                        f"t-test of MultiMix against the row's model on per-image scores.\n\n"
-                                        + to_markdown(table))
+        body = to_markdown(table) if len(table) or empty is None else empty
+        (out / f"{stem}.md").write_text(f"# {title}\n\n{budget_line(cfg)}{intro}\n\n" + body)
         written[stem] = out / f"{stem}.md"
-    claims = claims_table(images)
-    claims.to_csv(out / "claims.csv", index=False)
-    (out / "claims.md").write_text(
-        f"# The paper's claims, tested on this study\n\n{budget_line(cfg)}\n\nA vs B on per-image scores "
-        f"(Dice; accuracy = share of images classified correctly), each image's score averaged over repeats, "
-        f"paired Student's t-test over the test images both models saw; verdict at p < 0.05: *holds* (A better), "
-        f"*reversed* (B better) or *not significant*. A single-task model is compared at its own task's label "
-        f"count.\n\n" + (to_markdown(claims) if len(claims) else "No pair of models of a claim in this study.\n"))
-    written["claims"] = out / "claims.md"
-    bridge = bridge_table(summary)
-    bridge.to_csv(out / "bridge_sensitivity.csv", index=False)
-    (out / "bridge_sensitivity.md").write_text(
-        f"# Saliency bridge sensitivity (test sets)\n\n{budget_line(cfg)} Saliency normalisation: "
-        f"`{cfg.model.saliency_norm}`.\n\nDS with the bridge as trained, and with its saliency channel replaced by "
-        f"zeros (the image channel kept); Δ DS = DS − DS with saliency zeroed; mean |Δ logit| = mean absolute "
-        f"change of the mask logits. Models without a bridge have no saliency channel: 0 by definition.\n\n"
-        + to_markdown(bridge))
-    written["bridge_sensitivity"] = out / "bridge_sensitivity.md"
+
+    for domain, (_, _, stem) in DOMAINS.items():
+        title = "Table 2 — in-domain (CheX, JSRT)" if domain == "in-domain" else "Table 3 — cross-domain (NIHX, MCU)"
+        write_table(stem, title, "\n\nmean ± std over repeats; p: paired t-test of MultiMix against the row's "
+                    "model on per-image scores.", domain_table(summary, images, domain))
+    write_table(
+        "claims", "The paper's claims, tested on this study",
+        "\n\nA vs B on per-image scores (Dice; accuracy = share of images classified correctly), each image's "
+        "score averaged over repeats, paired Student's t-test over the test images both models saw; verdict at "
+        "p < 0.05: *holds* (A better), *reversed* (B better) or *not significant*. A single-task model is compared "
+        "at its own task's label count.", claims_table(images), empty="No pair of models of a claim in this study.\n")
+    write_table(
+        "bridge_sensitivity", "Saliency bridge sensitivity (test sets)",
+        f" Saliency normalisation: `{cfg.model.saliency_norm}`.\n\nDS with the bridge as trained, and with its "
+        "saliency channel replaced by zeros (the image channel kept); Δ DS = DS − DS with saliency zeroed; mean "
+        "|Δ logit| = mean absolute change of the mask logits. Models without a bridge have no saliency channel: 0 "
+        "by definition.", bridge_table(summary))
     comparison = paper_comparison(summary)
     (out / "paper_comparison.md").write_text(
         "# MultiMix: ours vs the paper (Tables 2–3)\n\nPaper values transcribed from the paper's tables "

@@ -232,20 +232,23 @@ class APPAUNetMethod(Method):
 
     @torch.no_grad()
     def validate(self, streams) -> dict[str, float]:
-        predictor = self.predictor().eval()
+        for net in self.networks.values():
+            net.eval()
         data = streams.val["seg"]
         dices, seg_loss, correct, ce, n = [], 0.0, 0, 0.0, 0
         for batch in DataLoader(data, batch_size=10, shuffle=False):
             x, masks = batch["image"].to(self.device), batch["mask"].to(self.device)
             with self.amp():
                 out = self.segmentor(x)
-                pred = predictor(x)
-            dices.append(_dice(out.mask_logits.float(), masks))
+                # D's classes from the same segmentor output, as Predictor computes them
+                logits = None if self.discriminator is None else \
+                    class_logits(self.discriminator(x, torch.sigmoid(out.mask_logits)))
+            dices.append(losses.dice_scores(out.mask_logits.float(), masks).cpu())
             seg_loss += self.segmentation_loss(out, masks).item() * len(x)
-            if pred.logits is not None:
+            if logits is not None:
                 y = batch["label"].to(self.device)
-                correct += (pred.logits.argmax(1) == y).sum().item()
-                ce += F.cross_entropy(pred.logits.float(), y, reduction="sum").item()
+                correct += (logits.argmax(1) == y).sum().item()
+                ce += F.cross_entropy(logits.float(), y, reduction="sum").item()
             n += len(x)
         self.train_mode()
         metrics = {"val_dice": torch.cat(dices).mean().item(), "val_loss_seg": seg_loss / n}
@@ -290,13 +293,6 @@ class APPAUNetMethod(Method):
 def _rows(out, rows: slice):
     """The segmentor output of a slice of the batch (side outputs too)."""
     return type(out)(out.mask_logits[rows], [s[rows] for s in out.side_logits])
-
-
-def _dice(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    pred = (mask_logits > 0).float().flatten(1)
-    ref = masks.float().flatten(1)
-    denom = pred.sum(1) + ref.sum(1)
-    return torch.where(denom > 0, 2 * (pred * ref).sum(1) / denom.clamp_min(1), torch.ones_like(denom)).cpu()
 
 
 def save_figures(predictor: Predictor, streams, out_dir: Path, device, count: int, spec: RunSpec,

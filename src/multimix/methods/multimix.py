@@ -103,14 +103,6 @@ def train_step(model: MultiMixNet, batch: dict, variant: Variant, cfg: Config, g
 
 
 # ------------------------------------------------------------------ validation
-def dice_scores(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    pred = (mask_logits > 0).float().flatten(1)
-    ref = masks.float().flatten(1)
-    inter = (pred * ref).sum(1)
-    denom = pred.sum(1) + ref.sum(1)
-    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
-
-
 @torch.no_grad()
 def validate(model: MultiMixNet, streams: Streams, device, amp, batch_size: int = 10) -> dict[str, float]:
     """Forward passes over the validation sets in eval mode (dropout off).
@@ -131,12 +123,12 @@ def validate(model: MultiMixNet, streams: Streams, device, amp, batch_size: int 
             if name == "seg":
                 masks = batch["mask"].to(device)
                 logits = out.mask_logits.float()
-                dices.append(dice_scores(logits, masks).cpu())
+                dices.append(losses.dice_scores(logits, masks).cpu())
                 soft_dice += losses.soft_dice_loss(logits, masks).item() * len(x)
                 if model.bridge:
                     with amp():
                         ablated = model(x, with_classifier=False, zero_saliency=True).mask_logits.float()
-                    ablated_dices.append(dice_scores(ablated, masks).cpu())
+                    ablated_dices.append(losses.dice_scores(ablated, masks).cpu())
                     logit_change += (logits - ablated).abs().mean((1, 2, 3)).sum().item()
             else:
                 y = batch["label"].to(device)
