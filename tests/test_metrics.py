@@ -21,7 +21,7 @@ def test_perfect_prediction():
     ref = square(10, 10)
     s = metrics.segmentation_scores(ref, ref)
     assert s == {"dice": 1.0, "jaccard": 1.0, "ssim": pytest.approx(1.0), "hausdorff": 0.0,
-                 "precision": 1.0, "recall": 1.0}
+                 "precision": 1.0, "recall": 1.0, "sensitivity": 1.0, "specificity": 1.0, "f1": 1.0}
 
 
 def test_both_empty_is_perfect_and_one_empty_is_zero():
@@ -51,6 +51,24 @@ def test_square_shifted_by_k_pixels(k):
     # and the top/bottom edges share all but k columns: the modified Hausdorff distance is
     # the mean distance of the boundary pixels to the other boundary, below k and above 0.
     assert 0 < s["hausdorff"] <= k
+    # pixel counts on the 64x64 grid: TP = overlap, FP = FN = 100 - overlap, TN = the rest
+    fp = fn = 100 - overlap
+    tn = 64 * 64 - overlap - fp - fn
+    assert s["sensitivity"] == s["recall"]
+    assert s["specificity"] == pytest.approx(tn / (tn + fp))
+    assert s["f1"] == pytest.approx((2 * overlap / (2 * overlap + fp + fn) + 2 * tn / (2 * tn + fp + fn)) / 2)
+
+
+def test_specificity_and_f1_at_the_empty_mask_rule():
+    empty, full = np.zeros((8, 8), bool), np.ones((8, 8), bool)
+    s = metrics.segmentation_scores(empty, empty)
+    assert s["specificity"] == s["sensitivity"] == s["f1"] == 1.0
+    # predicting lung everywhere on an empty reference: every background pixel is a false positive
+    s = metrics.segmentation_scores(full, empty)
+    assert s["specificity"] == 0.0 and s["sensitivity"] == 0.0 and s["f1"] == 0.0
+    # a reference that is lung everywhere has no background: specificity 1 when nothing is missed there
+    s = metrics.segmentation_scores(full, full)
+    assert s["specificity"] == 1.0 and s["f1"] == 1.0
 
 
 def test_hausdorff_of_a_pure_shift_of_an_edge():
@@ -121,3 +139,21 @@ def test_ssim_of_shifted_masks_falls_with_the_shift_and_matches_its_definition()
     ssim_map = ((2 * ux * uy + c1) * (2 * cxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
     expected = ssim_map[3:-3, 3:-3].mean()  # scikit-image drops the borders the window overhangs
     assert scores[2] == pytest.approx(expected, abs=1e-6)
+
+
+def test_multiclass_scores_by_hand():
+    labels = [0, 0, 1, 1, 2, 2]
+    probabilities = np.array([[.8, .1, .1], [.2, .7, .1], [.1, .8, .1], [.1, .6, .3], [.2, .2, .6], [.5, .2, .3]])
+    s = metrics.multiclass_scores(labels, probabilities)
+    # predictions 0, 1, 1, 1, 2, 0: class 0 P 1/2 R 1/2; class 1 P 2/3 R 1; class 2 P 1 R 1/2
+    assert s["accuracy"] == pytest.approx(4 / 6)
+    assert s["precision"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert s["recall"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    assert s["f1_1"] == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
+    assert 0.5 < s["auc"] <= 1
+    assert math.isnan(metrics.multiclass_scores([0, 1, 1], probabilities[:3])["auc"])  # class 2 absent
+
+
+def test_binary_precision_and_recall_are_macro_means():
+    s = metrics.classification_scores([0, 0, 1, 1], [0.2, 0.7, 0.9, 0.8])  # predictions 0, 1, 1, 1
+    assert s["precision"] == pytest.approx((1 + 2 / 3) / 2) and s["recall"] == pytest.approx((1 / 2 + 1) / 2)
