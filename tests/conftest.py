@@ -20,6 +20,7 @@ TINY_COUNTS = {
              "test_normal": 1, "test_pneumonia": 1},
     "mcu": {"normal": 1, "tb": 1},
     "nihx": {"pneumonia": 3, "no_finding": 8, "other": 2},
+    "shenzhen": {"normal": 1, "tb": 2, "unmasked": 1},
 }
 
 

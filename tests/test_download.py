@@ -217,9 +217,11 @@ def test_packaged_registry_covers_every_source():
     from multimix.data.download import load_registry
 
     archives, manual = load_registry()
-    assert {a.dataset for a in archives} == {"chex", "mcu", "nihx"}
+    assert {a.dataset for a in archives} == {"chex", "mcu", "nihx", "shenzhen"}
     assert len([a for a in archives if a.dataset == "nihx"]) == 12
-    assert {m.dataset for m in manual} == {"jsrt", "nihx"}
+    # JSRT + SCR and the Shenzhen lung masks need a login; NIH's label file has no direct link
+    assert {m.dataset for m in manual} == {"jsrt", "nihx", "shenzhen"}
+    assert next(m for m in manual if m.dataset == "shenzhen").place == "mask"
     nih_labels = next(m for m in manual if m.name == "Data_Entry_2017_v2020.csv")
     assert nih_labels.sha256 and len(nih_labels.sha256) == 64
 

@@ -37,15 +37,16 @@ def test_clean_synthetic_tree(project):
     counts = manifest["dataset"].value_counts().to_dict()
     chex_total = sum(TINY_COUNTS["chex"].values())
     # NIHX: all 3 Pneumonia rows + round(3 * 2754 / 1431) = 6 "No Finding" rows.
-    assert counts == {"jsrt": 4, "chex": chex_total, "mcu": 2, "nihx": 9}
-    assert set(rejected["kind"]) == {"excluded"}  # only NIH images outside NIHX
-    assert len(rejected) == 13 - 9
+    # Shenzhen: 3 images, one of them outside the mask release
+    assert counts == {"jsrt": 4, "chex": chex_total, "mcu": 2, "nihx": 9, "shenzhen": 2}
+    assert set(rejected["kind"]) == {"excluded"}  # NIH images outside NIHX, the unmasked Shenzhen image
+    assert len(rejected) == 13 - 9 + 1
     assert manifest["id"].is_unique
     jsrt = manifest[manifest.dataset == "jsrt"].iloc[0]
     assert (jsrt.height, jsrt.width, jsrt.bit_depth, jsrt.format) == (2048, 2048, 12, "jsrt_raw")
     assert len(jsrt.mask_paths.split(";")) == 2
     # class labels of the segmentation sources come from their file names
-    for row in manifest[manifest.dataset.isin(["jsrt", "mcu"])].itertuples():
+    for row in manifest[manifest.dataset.isin(["jsrt", "mcu", "shenzhen"])].itertuples():
         name = Path(row.image_path).stem
         assert int(row.label) == (name.startswith("JPCLN") if row.dataset == "jsrt" else name.endswith("_1")), name
     assert set(manifest.loc[manifest.dataset == "jsrt", "label"].astype(int)) == {0, 1}
@@ -192,3 +193,72 @@ def test_label_rows_are_named_by_their_line_in_the_file(project):
     line = int(absent["path"].rsplit("row ", 1)[1])
     assert lines[line - 1].startswith(victim.name)
     assert any("duplicate id" in r for r in rejected["reason"])
+
+
+# ------------------------------------------------------------------ Shenzhen
+SHENZHEN = "raw/shenzhen/ChinaSet_AllFiles/CXR_png"
+SHENZHEN_MASKS = "raw/shenzhen/mask"
+
+
+def shenzhen_masked(project) -> list[Path]:
+    """The Shenzhen phantoms that the mask release covers."""
+    return sorted(p for p in (project / SHENZHEN).glob("*.png")
+                  if (project / SHENZHEN_MASKS / f"{p.stem}_mask.png").exists())
+
+
+def test_shenzhen_native_layout_one_mask_per_image_and_tb_labels(project):
+    manifest, rejected, summaries = run(project)
+    rows = manifest[manifest.dataset == "shenzhen"]
+    assert len(rows) == 2 and all(len(m.split(";")) == 1 for m in rows.mask_paths)
+    assert all(m.endswith("_mask.png") for m in rows.mask_paths)
+    unmasked = rejected[rejected.path.str.contains("CHNCXR")]
+    assert len(unmasked) == 1 and unmasked.kind.iloc[0] == "excluded"
+    assert "no lung mask in the mask release" in unmasked.reason.iloc[0]
+    # clinical readings are known non-inputs
+    shenzhen = next(s for s in summaries if s.dataset == "shenzhen")
+    assert shenzhen.skipped == 3 and shenzhen.excluded == 1
+    assert_counting_rule(summaries)
+
+
+def test_shenzhen_palette_and_rgb_pngs_are_read_as_grey(project):
+    from PIL import Image
+
+    first, second = shenzhen_masked(project)
+    grey = np.asarray(Image.open(first).convert("L"))
+    formats.write_palette_png(first, grey)
+    formats.write_png(second, np.repeat(np.asarray(Image.open(second).convert("L"))[..., None], 3, axis=2))
+    assert Image.open(first).mode == "P" and Image.open(second).mode == "RGB"
+    manifest, rejected, summaries = run(project)
+    rows = manifest[manifest.dataset == "shenzhen"].set_index("id")
+    assert len(rows) == 2 and rows.loc[f"shenzhen/{second.stem}", "channels"] == 3
+    from multimix.data.preprocess import _decode
+
+    decoded, inverted = _decode(first, "png", (256, 256))
+    assert decoded.mode == "L" and not inverted
+    assert np.array_equal(np.asarray(decoded), grey)  # the grey ramp palette maps back exactly
+    assert_counting_rule(summaries)
+
+
+def test_shenzhen_missing_mask_truncated_image_and_stray_mask(project):
+    first, second = shenzhen_masked(project)
+    (project / SHENZHEN_MASKS / f"{first.stem}_mask.png").unlink()
+    data = second.read_bytes()
+    second.write_bytes(data[: len(data) // 3])
+    formats.write_mask_png(project / SHENZHEN_MASKS / "CHNCXR_0999_1_mask.png", np.ones((8, 8), bool))
+    manifest, rejected, summaries = run(project)
+    assert (manifest.dataset == "shenzhen").sum() == 0
+    assert any("no lung mask" in r for r in reasons_for(rejected, first.name))
+    assert any("truncated" in r for r in reasons_for(rejected, second.name))
+    # the truncated image's mask is listed with it, and the mask without an image too
+    assert any("mask of rejected image" in r for r in reasons_for(rejected, f"{second.stem}_mask.png"))
+    assert any("mask without a matching image" in r for r in reasons_for(rejected, "CHNCXR_0999_1_mask.png"))
+    assert_counting_rule(summaries)
+
+
+def test_shenzhen_mask_of_another_size_is_rejected(project):
+    first, _ = shenzhen_masked(project)
+    formats.write_mask_png(project / SHENZHEN_MASKS / f"{first.stem}_mask.png", np.ones((100, 80), bool))
+    manifest, rejected, summaries = run(project)
+    assert f"shenzhen/{first.stem}" not in set(manifest.id)
+    assert any("is 80x100, expected" in r for r in reasons_for(rejected, first.name))
+    assert_counting_rule(summaries)

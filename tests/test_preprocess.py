@@ -169,7 +169,7 @@ def test_killed_preprocess_leaves_no_valid_looking_output(tmp_path, tiny_raw):
     rerun = subprocess.run([sys.executable, "-m", "multimix", "-q", "preprocess"], cwd=tmp_path,
                            capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
-    assert sorted(p.name for p in out.glob("*.h5")) == ["chex.h5", "jsrt.h5", "mcu.h5", "nihx.h5"]
+    assert sorted(p.name for p in out.glob("*.h5")) == ["chex.h5", "jsrt.h5", "mcu.h5", "nihx.h5", "shenzhen.h5"]
     assert not list(out.glob(f"*{PARTIAL_SUFFIX}"))
 
 

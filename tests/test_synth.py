@@ -157,3 +157,74 @@ def test_opacity_scale_makes_pneumonia_fainter_and_leaves_normal_images_alone():
     assert [o[:3] for o in full.opacities] == [o[:3] for o in faint.opacities]  # same places and sizes
     assert [o[3] / 2 for o in full.opacities] == pytest.approx([o[3] for o in faint.opacities])
     assert draw(1.0, False) == draw(0.5, False)
+
+
+def test_shenzhen_layout_sizes_masks_and_readings(tiny_raw):
+    root = tiny_raw / "shenzhen"
+    images = sorted((root / "ChinaSet_AllFiles" / "CXR_png").iterdir())
+    assert [p.name[:7] for p in images] == ["CHNCXR_"] * 3
+    assert sorted(p.name[-6:] for p in images) == ["_0.png", "_1.png", "_1.png"]  # 1 normal, 2 TB
+    masks = sorted((root / "mask").iterdir())
+    assert len(masks) == 2  # the mask release covers all but the `unmasked` image
+    for path in images:
+        h, w = formats.png_size(path)
+        assert 2400 <= h <= 3000 and 2500 <= w <= 3000 and formats.png_bit_depth(path) == 8
+        mask = root / "mask" / f"{path.stem}_mask.png"
+        if mask.exists():
+            assert formats.png_size(mask) == (h, w)
+            assert set(np.unique(np.asarray(Image.open(mask)))) == {0, 255}
+        assert (root / "ChinaSet_AllFiles" / "ClinicalReadings" / f"{path.stem}.txt").exists()
+
+
+def test_shenzhen_counts_are_checked():
+    from multimix.data import synth
+
+    with pytest.raises(ValueError, match="shenzhen.unmasked"):
+        synth.resolve_counts("small", {"shenzhen": {"normal": 1, "tb": 1, "unmasked": 3}})
+    assert synth.image_count("shenzhen", {"normal": 336, "tb": 326, "unmasked": 96}) == 662
+
+
+@pytest.mark.parametrize("finding", ["nodule", "tb"])
+def test_findings_are_visible_inside_the_lungs_and_their_masks_exact(finding):
+    """A nodule / TB finding adds density inside the lungs, where its lesion mask says, and leaves
+    the patient otherwise the same (the finding is drawn after everything else)."""
+    import dataclasses
+
+    normal = phantom.sample_anatomy(np.random.default_rng(5), pediatric=False, abnormal=False)
+    sick = phantom.sample_anatomy(np.random.default_rng(5), pediatric=False, abnormal=False, finding=finding)
+    assert dataclasses.replace(sick, opacities=(), nodules=()) == normal
+    lesion = phantom.lesion_mask(sick, 256, 256)
+    lungs = phantom.lung_mask(sick, 256, 256)
+    assert lesion.any() and not (lesion & ~lungs).any()
+    assert not phantom.lesion_mask(normal, 256, 256).any()
+    diff = phantom.render(sick, 256, 256) - phantom.render(normal, 256, 256)
+    assert diff[lesion].mean() > 0.05
+    assert np.abs(diff[~lungs]).mean() < diff[lesion].mean() / 10
+    if finding == "tb":  # upper-zone predominant
+        assert all(y < 0.45 for _, y, _, _ in sick.opacities)
+    else:
+        assert len(sick.nodules) == 1 and not sick.opacities
+
+
+def test_jsrt_nodules_follow_the_file_names_and_are_listed_in_clndat(tmp_path, tiny_raw):
+    root = tiny_raw / "jsrt"
+    clndat = (root / "CLNDAT_EN.txt").read_text().splitlines()
+    cnndat = (root / "CNNDAT_EN.TXT").read_text().splitlines()
+    assert [line.split("\t")[0] for line in clndat] == ["JPCLN001.IMG", "JPCLN002.IMG"]
+    assert [line.split("\t")[0] for line in cnndat] == ["JPCNN001.IMG", "JPCNN002.IMG"]
+    name, subtlety, size_mm, age, sex, x, y, pathology, position = clndat[0].split("\t")
+    assert 1 <= int(subtlety) <= 5 and 5 <= int(size_mm) <= 60 and 0 < int(x) < 2048 and 0 < int(y) < 2048
+    # the listed position is inside the nodule: brighter (smaller raw value) than its surroundings
+    raw = formats.read_jsrt_raw(root / "All247images" / name).astype(float)
+    r, c, half = int(y), int(x), max(2, int(int(size_mm) / 0.175 / 4))
+    core = raw[r - half:r + half, c - half:c + half].mean()
+    ring = raw[r - 8 * half:r + 8 * half, c - 8 * half:c + 8 * half].mean()
+    assert core < ring
+    # without findings: no clinical files, and the non-nodule images are the same bytes
+    cfg = load_config(write_params(tmp_path, synth={"findings": False}))
+    synthesise(cfg, ["jsrt"], show_progress=False)
+    plain = tmp_path / "raw" / "jsrt"
+    assert not (plain / "CLNDAT_EN.txt").exists()
+    for stem in ("JPCNN001", "JPCNN002"):
+        assert (plain / "All247images" / f"{stem}.IMG").read_bytes() == (root / "All247images" / f"{stem}.IMG").read_bytes()
+    assert (plain / "All247images" / "JPCLN001.IMG").read_bytes() != (root / "All247images" / "JPCLN001.IMG").read_bytes()

@@ -24,9 +24,11 @@ import yaml
 
 from multimix.errors import InputError
 
-DATASETS = ("jsrt", "chex", "mcu", "nihx")
+DATASETS = ("jsrt", "chex", "mcu", "nihx", "shenzhen")
 SOURCES = ("synthetic", "download", "local")
-Dataset = Literal["jsrt", "chex", "mcu", "nihx"]
+Dataset = Literal["jsrt", "chex", "mcu", "nihx", "shenzhen"]
+# a training source: a dataset, or one of seed 003's cohorts (layout.COHORTS)
+TrainingSource = Literal["jsrt", "chex", "mcu", "nihx", "shenzhen", "jcx", "mcx", "scx", "ccx"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class SynthConfig:
     # Density of the pneumonia opacities of CheX and NIHX phantoms (1: the default look;
     # below 1 fainter, so that classification from few labels is not at its ceiling).
     opacity_scale: float = 1.0
+    # Classes of the segmentation sources visible in the pixels: a nodule in JSRT's JPCLN
+    # phantoms, TB-like consolidation in Montgomery's and Shenzhen's _1 ones (seed 003's classes).
+    findings: bool = True
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,8 @@ class PreprocessConfig:
 class SplitConfig:
     split_dir: str = "data/splits"
     seed: int = 0  # train/val/test partition
-    segmentation_dataset: Dataset = "jsrt"  # in-domain training sources of the paper
-    classification_dataset: Dataset = "chex"
+    segmentation_dataset: TrainingSource = "jsrt"  # in-domain training sources of the paper
+    classification_dataset: TrainingSource = "chex"
     # Labelled-subset sizes of the paper (section 3.2); "full" = the whole training pool.
     segmentation_sizes: tuple[int | Literal["full"], ...] = (10, 50, "full")
     classification_sizes: tuple[int | Literal["full"], ...] = (100, 1000, "full")

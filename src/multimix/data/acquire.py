@@ -81,7 +81,8 @@ def fingerprint(root: Path, content: bool) -> dict:
 
 def _synth_settings(cfg: Config, counts: dict, dataset: str) -> dict:
     return {"preset": cfg.synth.preset, "seed": cfg.synth.seed, "chex_layout": cfg.synth.chex_layout,
-            "opacity_scale": cfg.synth.opacity_scale, "counts": counts[dataset], "version": synth.VERSION}
+            "opacity_scale": cfg.synth.opacity_scale, "findings": cfg.synth.findings, "counts": counts[dataset],
+            "version": synth.VERSION}
 
 
 def synthesise(cfg: Config, datasets: list[str] | None = None, show_progress: bool = True,
@@ -111,12 +112,13 @@ def synthesise(cfg: Config, datasets: list[str] | None = None, show_progress: bo
         shutil.rmtree(target, ignore_errors=True)
         owners[dataset] = {"settings": settings}
         _save_owners(raw, owners)  # before writing: a killed run still owns its partial folder
-        total = sum(counts[dataset].values())
+        total = synth.image_count(dataset, counts[dataset])
         with tqdm(total=total, desc=f"synth {dataset}", unit="img", disable=not show_progress) as bar:
             written[dataset] = synth.write_dataset(dataset, target, counts, cfg.synth.seed,
                                                    workers=cfg.harmonise.workers, progress=lambda: bar.update(),
                                                    chex_layout=cfg.synth.chex_layout,
-                                                   opacity_scale=cfg.synth.opacity_scale)
+                                                   opacity_scale=cfg.synth.opacity_scale,
+                                                   findings=cfg.synth.findings)
         # What was written, to recognise it next time: its stat state (cheap to compare)
         # and its content digest (for the receipt; identical on every machine).
         owners[dataset] |= {"stat": fingerprint(target, content=False), "content": fingerprint(target, content=True)}

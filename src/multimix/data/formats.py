@@ -132,6 +132,14 @@ def write_png(path: Path, pixels: np.ndarray, compress_level: int = 6) -> None:
     im.save(path, format="PNG", compress_level=compress_level)
 
 
+def write_palette_png(path: Path, pixels: np.ndarray) -> None:
+    """An 8-bit greyscale image stored as a palette PNG (mode P with a grey ramp), as some archives do."""
+    im = Image.frombuffer("P", (pixels.shape[1], pixels.shape[0]), np.ascontiguousarray(pixels, np.uint8).tobytes(),
+                          "raw", "P", 0, 1)
+    im.putpalette([v for level in range(256) for v in (level, level, level)])
+    im.save(path, format="PNG", compress_level=1)
+
+
 def write_jpeg(path: Path, pixels: np.ndarray, quality: int = 90) -> None:
     Image.fromarray(pixels.astype(np.uint8)).save(path, format="JPEG", quality=quality)
 

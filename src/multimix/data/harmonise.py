@@ -10,7 +10,8 @@ Counting rule: every file found under a source's folder is exactly one of
   - skipped    (a known non-input an official archive carries: clinical
                 readings, SCR heart/clavicle masks, documentation, OS litter).
 Label-file rows whose image is needed but absent are rejected as rows.
-NIH images outside the NIHX subset are rejected with kind `excluded`, not
+NIH images outside the NIHX subset, and Shenzhen images that the separate
+mask release does not cover, are rejected with kind `excluded`, not
 `invalid`, so they can be told apart from bad files.
 """
 
@@ -40,6 +41,7 @@ DOC_SUFFIXES = {".pdf", ".txt", ".md", ".doc", ".docx", ".xls", ".xlsx", ".csv",
 IMAGE_SUFFIXES = {".png", ".jpeg", ".jpg"}
 SCR_AUX_MASKS = {"heart", "left clavicle", "right clavicle"}
 MCU_NAME = re.compile(r"^MCUCXR_\d{4}_[01]$")
+SHENZHEN_NAME = re.compile(r"^CHNCXR_\d{4}_[01]$")
 NIH_NAME = re.compile(r"^\d{8}_\d{3}$")
 # The paper's NIHX: 1,431 Pneumonia + 2,754 "No Finding" images.
 NIHX_PAPER_RATIO = Fraction(2754, 1431)
@@ -225,6 +227,48 @@ def scan_mcu(root: Path) -> Scan:
     return scan
 
 
+def scan_shenzhen(root: Path) -> Scan:
+    """ChinaSet_AllFiles/CXR_png/*.png plus the separate lung-mask release (one mask per image, both
+    lungs, the image's size). Seed 003 uses only images with a mask: an image the mask release does not
+    cover is listed as `excluded` (not a bad file), so the counts say how many were left out."""
+    scan = Scan("shenzhen")
+    images: dict[str, Path] = {}
+    masks: dict[str, Path] = {}
+    suffix_len = len(layout.SHENZHEN_MASK_SUFFIX)
+    for path in _walk(root, scan):
+        suffix, stem = path.suffix.lower(), path.stem
+        if suffix == ".png" and stem.endswith(layout.SHENZHEN_MASK_SUFFIX):
+            key = stem[:-suffix_len]
+            if not SHENZHEN_NAME.match(key):
+                scan.reject(path, "unexpected mask name (expected CHNCXR_XXXX_Y_mask.png)")
+            else:
+                _claim_unique(scan, masks, key, path, "mask")
+        elif suffix == ".png" and path.parent.name == "CXR_png":
+            if not SHENZHEN_NAME.match(stem):
+                scan.reject(path, "unexpected file name (expected CHNCXR_XXXX_Y.png with Y = 0 normal, 1 TB)")
+            else:
+                _claim_unique(scan, images, stem, path)
+        elif suffix in DOC_SUFFIXES:
+            scan.skipped.append(str(path))  # ClinicalReadings/*.txt, the read-me
+        else:
+            scan.reject(path, "unrecognised file (expected CXR_png/CHNCXR_*.png or mask/CHNCXR_*_mask.png)")
+    for key, path in sorted(masks.items()):
+        if key not in images:
+            scan.reject(path, f"mask without a matching image {key}")
+    for key, image in sorted(images.items()):
+        if key not in masks:
+            scan.reject(image, f"no lung mask in the mask release (expected {layout.SHENZHEN_MASKS}/{key}"
+                               f"{layout.SHENZHEN_MASK_SUFFIX}.png); seed 003 uses only images with masks",
+                        kind="excluded")
+            continue
+        tb = key.endswith("_1")
+        scan.candidates.append(Candidate(
+            id=f"shenzhen/{key}", dataset="shenzhen", image=image, masks=(masks[key],),
+            finding="tb" if tb else "normal", label=int(tb),  # layout.CLASS_NAMES["shenzhen"]
+        ))
+    return scan
+
+
 def nihx_normal_count(n_pneumonia: int, requested: int | str) -> int:
     if requested == "auto":
         return int(round(NIHX_PAPER_RATIO * n_pneumonia))
@@ -389,6 +433,8 @@ def scan_source(dataset: str, root: Path, cfg: Config) -> Scan:
         scan = scan_chex(root)
     elif dataset == "mcu":
         scan = scan_mcu(root)
+    elif dataset == "shenzhen":
+        scan = scan_shenzhen(root)
     else:
         scan = scan_nihx(root, cfg.data.nihx.normal_count, cfg.data.nihx.seed)
     if not scan.candidates and not scan.rejected:

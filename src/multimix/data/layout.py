@@ -18,9 +18,27 @@ CHEX_ROOT = "chest_xray"
 CHEX_SPLITS = ("train", "val", "test")
 CHEX_CLASSES = {"NORMAL": 0, "PNEUMONIA": 1}
 # The class labels of every source, by label value: what a classifier trained on it predicts.
-# JSRT: JPCLN = lung nodule, JPCNN = none; Montgomery: MCUCXR_####_1 = TB.
+# JSRT: JPCLN = lung nodule, JPCNN = none; Montgomery: MCUCXR_####_1 = TB; Shenzhen: CHNCXR_####_1 = TB.
 CLASS_NAMES = {"jsrt": ("no nodule", "nodule"), "mcu": ("normal", "TB"), "chex": ("normal", "pneumonia"),
-               "nihx": ("no finding", "pneumonia")}
+               "nihx": ("no finding", "pneumonia"), "shenzhen": ("normal", "TB")}
+# Seed 003's datasets (its Table 3), built from the sources above with their own partitions:
+# MCX = Montgomery, SCX = Shenzhen, JCX = JSRT, CCX = all three with 3 classes (normal, TB, nodule).
+COHORTS = {"jcx": ("jsrt",), "mcx": ("mcu",), "scx": ("shenzhen",), "ccx": ("jsrt", "mcu", "shenzhen")}
+CCX_LABELS = {"jsrt": (0, 2), "mcu": (0, 1), "shenzhen": (0, 1)}  # a source's label value -> CCX's class
+CLASS_NAMES |= {"jcx": CLASS_NAMES["jsrt"], "mcx": CLASS_NAMES["mcu"], "scx": CLASS_NAMES["shenzhen"],
+                "ccx": ("normal", "TB", "nodule")}
+
+
+def sources(name: str) -> tuple[str, ...]:
+    """The source datasets (processed files) a dataset or seed-003 cohort reads."""
+    return COHORTS.get(name, (name,))
+
+
+def source_of(image_id: str) -> str:
+    """Ids are `<source>/<name>` (harmonise): the source a processed image lives in."""
+    return image_id.split("/", 1)[0]
+
+
 # The 16 images (file stems) the redistributed copy moved from Mendeley's train/ into val/.
 KERMANY_VAL = {
     "NORMAL": tuple(f"NORMAL2-IM-{n}-0001" for n in (1427, 1430, 1431, 1436, 1437, 1438, 1440, 1442)),
@@ -35,6 +53,16 @@ MCU_IMAGES = "MontgomerySet/CXR_png"
 MCU_LEFT = "MontgomerySet/ManualMask/leftMask"
 MCU_RIGHT = "MontgomerySet/ManualMask/rightMask"
 MCU_READINGS = "MontgomerySet/ClinicalReadings"
+
+# Shenzhen No. 3 People's Hospital set (Jaeger et al. 2014): the NLM archive ChinaSet_AllFiles.zip
+# (662 images CHNCXR_####_Y.png, Y = 0 normal, 1 TB, and clinical readings). Its lung masks are a
+# separate release (566 of the 662 images, both lungs in one 0/255 PNG per image, the image's size),
+# unpacked beside it as mask/CHNCXR_####_Y_mask.png (found anywhere under the source folder).
+SHENZHEN_ROOT = "ChinaSet_AllFiles"
+SHENZHEN_IMAGES = "ChinaSet_AllFiles/CXR_png"
+SHENZHEN_READINGS = "ChinaSet_AllFiles/ClinicalReadings"
+SHENZHEN_MASKS = "mask"
+SHENZHEN_MASK_SUFFIX = "_mask"
 
 # NIH ChestX-ray14 (Wang et al. 2017)
 NIH_LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
@@ -54,6 +82,11 @@ EXPECTED = {
     "mcu": (
         "{raw}/mcu/" + MCU_IMAGES + "/MCUCXR_XXXX_Y.png with masks in {raw}/mcu/" + MCU_LEFT + "/ and "
         "{raw}/mcu/" + MCU_RIGHT + "/ (MontgomerySet.zip unpacked)"
+    ),
+    "shenzhen": (
+        "{raw}/shenzhen/" + SHENZHEN_IMAGES + "/CHNCXR_XXXX_Y.png (ChinaSet_AllFiles.zip unpacked) and the lung "
+        "masks {raw}/shenzhen/" + SHENZHEN_MASKS + "/CHNCXR_XXXX_Y" + SHENZHEN_MASK_SUFFIX + ".png (the separate "
+        "mask release; any depth works)"
     ),
     "nihx": (
         "{raw}/nihx/" + NIH_LABEL_FILES[0] + " (or " + NIH_LABEL_FILES[1] + ") and the PNGs in {raw}/nihx/**/"

@@ -11,6 +11,17 @@ Abnormal (pneumonia-like) cases get patchy opacities: textured blobs placed
 at points sampled *inside* the lungs and clipped to them, so that both a
 classifier's saliency and a segmenter have something real to learn.
 
+Two more findings serve seed 003's classes (`finding`):
+  nodule  JSRT's JPCLN cases: one round, well-defined opacity (a disc with a
+          soft rim, 0.02-0.06 thorax heights across in radius, of varying
+          contrast, as JSRT's subtlety grades), centred inside a lung;
+  tb      Montgomery's and Shenzhen's _1 cases: upper-zone predominant
+          patchy consolidation (blobs sampled in the upper half of the lungs)
+          and, in some cases, a cavity (a dense ring around a lucent centre).
+`lesion_mask` gives their exact extent at any size, from the same
+parameters (the lesion lies inside the lung fields, whose masks include it,
+as the reference masks do).
+
 All geometry lives in a thorax frame: x in [-1, 1] from image-left to
 image-right across the thorax, y = 0 at the lung apices and y = 1 at the
 costophrenic angles. Image-left is the patient's right (radiographic
@@ -49,13 +60,20 @@ class Anatomy:
     pediatric: bool
     opacities: tuple[tuple[float, float, float, float], ...]  # (x, y, sigma, amplitude)
     texture_seed: int
+    # round lesions: nodules and TB cavities, (x, y, radius, amplitude, cavity 0/1)
+    nodules: tuple[tuple[float, float, float, float, int], ...] = ()
+
+
+FINDINGS = ("nodule", "tb")
 
 
 def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool, aspect: float = 1.0,
-                   opacity_scale: float = 1.0) -> Anatomy:
+                   opacity_scale: float = 1.0, finding: str | None = None) -> Anatomy:
     """Draw one patient. `aspect` = image width / height, to keep the thorax
     roughly anatomical on non-square images. `opacity_scale` multiplies the
-    density of pneumonia opacities (below 1: fainter, a harder classification)."""
+    density of pneumonia opacities (below 1: fainter, a harder classification).
+    `abnormal` adds pneumonia-like opacities; `finding` a nodule or TB (drawn
+    after everything else, so a patient without one is the same patient)."""
     u = rng.uniform
     if pediatric:
         height, half_width, top = u(0.48, 0.6), u(0.3, 0.38), u(0.16, 0.26)
@@ -99,7 +117,27 @@ def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool,
             px, py = (xs[i] + 0.5) / 96, (ys[i] + 0.5) / 96
             x, y = _to_thorax(partial, px, py)
             opacities.append((float(x), float(y), u(0.06, 0.16), u(0.18, 0.4) * opacity_scale))
-    return Anatomy(opacities=tuple(opacities), **anat)
+    nodules: list[tuple[float, float, float, float, int]] = []
+    if finding is not None:
+        if finding not in FINDINGS:
+            raise ValueError(f"unknown finding {finding!r}; expected one of {', '.join(FINDINGS)}")
+        partial = Anatomy(opacities=(), **anat)
+        ys, xs = np.nonzero(lung_mask(partial, 96, 96))
+        points = [_to_thorax(partial, (xs[i] + 0.5) / 96, (ys[i] + 0.5) / 96) for i in range(len(ys))]
+        if finding == "nodule":
+            # away from the lung edge, so that the disc lies inside the lung field
+            core = np.nonzero(ndimage.binary_erosion(lung_mask(partial, 96, 96), iterations=4)[ys, xs])[0]
+            x, y = points[int(rng.choice(core if len(core) else np.arange(len(points))))]
+            nodules.append((float(x), float(y), u(0.02, 0.06), u(0.1, 0.25), 0))
+        else:
+            upper = [i for i, (_, y) in enumerate(points) if y < 0.45] or list(range(len(points)))
+            for i in rng.choice(upper, size=min(len(upper), int(rng.integers(2, 6))), replace=False):
+                x, y = points[int(i)]
+                opacities.append((float(x), float(y), u(0.04, 0.1), u(0.2, 0.4)))
+            if rng.random() < 0.4:
+                x, y = points[int(rng.choice(upper))]
+                nodules.append((float(x), float(y), u(0.03, 0.05), u(0.15, 0.25), 1))
+    return Anatomy(opacities=tuple(opacities), nodules=tuple(nodules), **anat)
 
 
 def _to_thorax(a: Anatomy, px, py):
@@ -155,6 +193,31 @@ def lung_masks(a: Anatomy, height: int, width: int) -> tuple[np.ndarray, np.ndar
 def lung_mask(a: Anatomy, height: int, width: int) -> np.ndarray:
     left, right = lung_masks(a, height, width)
     return left | right
+
+
+def _nodule_field(a: Anatomy, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Density of the round lesions: a plateau with a soft rim (1 inside, 0 beyond 1.15 r); a
+    cavity keeps only a ring of 0.6-1 r, with a lucent (negative) centre."""
+    field = np.zeros(np.broadcast_shapes(x.shape, y.shape), dtype=np.float32)
+    for nx, ny, r, amp, cavity in a.nodules:
+        d = np.sqrt((x - nx) ** 2 + (y - ny) ** 2) / r
+        disc = np.clip((1.15 - d) / 0.3, 0.0, 1.0)
+        if cavity:
+            disc = disc * np.clip((d - 0.5) / 0.15, 0.0, 1.0) - 0.5 * (d < 0.5)
+        field += amp * disc
+    return field
+
+
+def lesion_mask(a: Anatomy, height: int, width: int) -> np.ndarray:
+    """Exact extent of the findings inside the lungs: nodule and cavity discs (d <= r) and the
+    opacities' cores (within one sigma of a centre)."""
+    x, y = _grid(a, height, width)
+    inside = np.zeros((height, width), dtype=bool)
+    for nx, ny, r, _, _ in a.nodules:
+        inside |= (x - nx) ** 2 + (y - ny) ** 2 <= r ** 2
+    for ox, oy, sigma, _ in a.opacities:
+        inside |= (x - ox) ** 2 + (y - oy) ** 2 <= sigma ** 2
+    return inside & lung_mask(a, height, width)
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
@@ -223,6 +286,10 @@ def render_attenuation(a: Anatomy, height: int, width: int) -> np.ndarray:
         for ox, oy, sigma, amp in a.opacities:
             patch += amp * np.exp(-(((x - ox) ** 2 + (y - oy) ** 2) / (2 * sigma**2)))
         att += np.clip(patch, 0, 0.45) * texture * lungs
+
+    # Nodules and cavities: well-defined, untextured, confined to the lungs.
+    if a.nodules:
+        att += _nodule_field(a, x, y) * lungs
 
     att = ndimage.gaussian_filter(att, 0.0015 * px_per_unit)
     return np.clip(att, 0.0, 1.0).astype(np.float32)

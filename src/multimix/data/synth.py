@@ -1,8 +1,15 @@
 """`multimix synth`: the embedded default data source.
 
-Writes phantom chest X-rays for all four sources in each dataset's official
+Writes phantom chest X-rays for all five sources in each dataset's official
 file format and folder layout (see `layout.py`), so every later stage runs
 the very same code on synthetic or real files.
+
+With `synth.findings` (the default) the classes of the segmentation sources
+show in the pixels: JSRT's JPCLN phantoms carry one nodule (and the official
+`CLNDAT_EN.txt` / `CNNDAT_EN.TXT` list its position and size), Montgomery's and
+Shenzhen's _1 phantoms TB-like upper-zone consolidation, some with a cavity.
+Without it they look alike whatever their file name says (phantom version 2,
+what the phantom study was run on).
 
 Per-source differences mimic the paper's domain shift (Figure 2b): adult vs
 pediatric anatomy, native image size, container bit depth and intensity
@@ -34,6 +41,8 @@ PRESETS: dict[str, dict[str, dict[str, int]]] = {
         },
         "mcu": {"normal": 8, "tb": 6},
         "nihx": {"pneumonia": 12, "no_finding": 40, "other": 10},
+        # unmasked: images of normal + tb that the separate mask release does not cover
+        "shenzhen": {"normal": 7, "tb": 7, "unmasked": 2},
     },
     "paper": {
         "jsrt": {"nodule": 154, "non_nodule": 93},
@@ -44,10 +53,11 @@ PRESETS: dict[str, dict[str, dict[str, int]]] = {
         },
         "mcu": {"normal": 80, "tb": 58},
         "nihx": {"pneumonia": 1431, "no_finding": 2754, "other": 300},
+        "shenzhen": {"normal": 336, "tb": 326, "unmasked": 96},  # 662 images, 566 masks
     },
 }
 
-DATASET_CODES = {"jsrt": 1, "chex": 2, "mcu": 3, "nihx": 4}
+DATASET_CODES = {"jsrt": 1, "chex": 2, "mcu": 3, "nihx": 4, "shenzhen": 5}
 VERSION = 2  # of the phantoms and layouts written: a source written by another version is written again
 
 
@@ -67,6 +77,7 @@ STYLES = {
     "chex": Style(pediatric=True, gain=1.15, gamma=0.75, offset=0.06, noise=0.02),
     "mcu": Style(pediatric=False, gain=0.8, gamma=1.35, offset=0.14, noise=0.008),
     "nihx": Style(pediatric=False, gain=1.25, gamma=1.15, offset=-0.02, noise=0.015),
+    "shenzhen": Style(pediatric=False, gain=0.95, gamma=0.9, offset=0.08, noise=0.01),
 }
 
 NIH_OTHER_FINDINGS = (
@@ -79,6 +90,11 @@ NIH_HEADER = (
 )
 
 
+def image_count(dataset: str, counts: dict[str, int]) -> int:
+    """Images a source's counts write (Shenzhen's `unmasked` is a part of its normal + tb)."""
+    return sum(v for k, v in counts.items() if not (dataset == "shenzhen" and k == "unmasked"))
+
+
 def resolve_counts(preset: str, overrides: dict) -> dict[str, dict[str, int]]:
     counts = {name: dict(values) for name, values in PRESETS[preset].items()}
     for name, values in (overrides or {}).items():
@@ -88,6 +104,10 @@ def resolve_counts(preset: str, overrides: dict) -> dict[str, dict[str, int]]:
             if key not in counts[name] or not isinstance(value, int) or value < 0:
                 raise ValueError(f"synth.counts.{name}.{key}: expected a non-negative count for one of {', '.join(counts[name])}")
             counts[name][key] = value
+    shenzhen = counts["shenzhen"]
+    if shenzhen["unmasked"] > shenzhen["normal"] + shenzhen["tb"]:
+        raise ValueError(f"synth.counts.shenzhen.unmasked: {shenzhen['unmasked']} is more than the "
+                         f"{shenzhen['normal'] + shenzhen['tb']} images (normal + tb)")
     return counts
 
 
@@ -108,19 +128,21 @@ def _display(att: np.ndarray, style: Style, rng: np.random.Generator) -> np.ndar
 
 
 def _phantom(dataset: str, seed: int, index: int, height: int, width: int, abnormal: bool,
-             opacity_scale: float = 1.0):
+             opacity_scale: float = 1.0, finding: str | None = None):
     rng = _rng(seed, dataset, index)
     style = STYLES[dataset]
     anat = phantom.sample_anatomy(rng, pediatric=style.pediatric, abnormal=abnormal, aspect=width / height,
-                                  opacity_scale=opacity_scale)
+                                  opacity_scale=opacity_scale, finding=finding)
     img = _display(phantom.render(anat, height, width), style, rng)
     return anat, img, rng
 
 
 # ------------------------------------------------------------------ per-image jobs
 def _write_jsrt(job) -> None:
-    root, seed, index, name, fold = job
-    anat, img, _ = _phantom("jsrt", seed, index, formats.JSRT_SIDE, formats.JSRT_SIDE, abnormal=False)
+    root, seed, index, name, fold, findings = job
+    finding = "nodule" if findings and name.startswith("JPCLN") else None
+    anat, img, _ = _phantom("jsrt", seed, index, formats.JSRT_SIDE, formats.JSRT_SIDE, abnormal=False,
+                            finding=finding)
     # JSRT stores larger values for darker pixels: invert the display image.
     raw = np.round((1.0 - img) * formats.JSRT_MAX).astype(np.uint16)
     formats.write_jsrt_raw(root / layout.JSRT_IMAGE_DIR / f"{name}.IMG", raw)
@@ -129,7 +151,29 @@ def _write_jsrt(job) -> None:
     # SCR names lungs from the patient's side: the patient's left is image-right.
     formats.write_mask_gif(masks / layout.SCR_LEFT / f"{name}.gif", image_right)
     formats.write_mask_gif(masks / layout.SCR_RIGHT / f"{name}.gif", image_left)
+    return _jsrt_clinical_row(name, anat, index, seed) if findings else None
 
+
+JSRT_PIXEL_MM = 0.175  # JSRT's pixel pitch
+
+
+def _jsrt_clinical_row(name: str, anat: phantom.Anatomy, index: int, seed: int) -> str:
+    """One line of CLNDAT_EN.txt (nodule cases: name, subtlety, size in mm, age, sex, x, y in pixels
+    of the 2048 grid, pathology, position) or CNNDAT_EN.TXT (name, age, sex), tab-separated."""
+    rng = _rng(seed, "jsrt", 20_000_000 + index)
+    age, sex = int(rng.integers(20, 86)), "male" if rng.random() < 0.5 else "female"
+    if not anat.nodules:
+        return f"{name}.IMG\t{age}\t{sex}"
+    x, y, r, amp, _ = anat.nodules[0]
+    col = (anat.cx + x * anat.half_width) * formats.JSRT_SIDE
+    row = (anat.top + y * anat.height) * formats.JSRT_SIDE
+    size_mm = 2 * r * anat.height * formats.JSRT_SIDE * JSRT_PIXEL_MM
+    subtlety = int(np.clip(1 + (amp - 0.1) / 0.15 * 4, 1, 5))  # 1 = extremely subtle … 5 = obvious
+    side = "r." if x < 0 else "l."  # image-left is the patient's right
+    lobe = "upper" if y < 0.45 else "lower"
+    pathology = "malignant" if rng.random() < 0.65 else "benign"
+    return (f"{name}.IMG\t{subtlety}\t{size_mm:.0f}\t{age}\t{sex}\t{col:.0f}\t{row:.0f}\t{pathology}\t"
+            f"{side}{lobe} lobe")
 
 def _write_chex(job) -> None:
     path, seed, index, abnormal, opacity_scale = job
@@ -144,11 +188,12 @@ def _write_chex(job) -> None:
 
 
 def _write_mcu(job) -> None:
-    root, seed, index, name = job
+    root, seed, index, name, findings = job
     rng = _rng(seed, "mcu", 10_000_000 + index)
     height, width = (4892, 4020) if rng.random() < 0.7 else (4020, 4892)
     sixteen_bit = rng.random() < 0.75
-    anat, img, rng = _phantom("mcu", seed, index, height, width, abnormal=False)
+    finding = "tb" if findings and name.endswith("_1") else None
+    anat, img, rng = _phantom("mcu", seed, index, height, width, abnormal=False, finding=finding)
     if sixteen_bit:  # 12-bit detector values in a 16-bit container
         pixels = np.round(img * 4095).astype(np.uint16)
     else:
@@ -165,6 +210,30 @@ def _write_mcu(job) -> None:
     )
 
 
+def _write_shenzhen(job) -> None:
+    root, seed, index, name, masked, findings = job
+    rng = _rng(seed, "shenzhen", 10_000_000 + index)
+    # The NLM set: about 3K x 3K, 8-bit; a few files are stored as palette or RGB PNGs.
+    width, height = int(rng.integers(2500, 3001)), int(rng.integers(2400, 3001))
+    storage = rng.choice(["L", "P", "RGB"], p=[0.85, 0.1, 0.05])
+    tb = name.endswith("_1")
+    anat, img, rng = _phantom("shenzhen", seed, index, height, width, abnormal=False,
+                              finding="tb" if findings and tb else None)
+    pixels = np.round(img * 255).astype(np.uint8)
+    path = root / layout.SHENZHEN_IMAGES / f"{name}.png"
+    if storage == "P":
+        formats.write_palette_png(path, pixels)
+    else:
+        formats.write_png(path, np.repeat(pixels[..., None], 3, axis=2) if storage == "RGB" else pixels,
+                          compress_level=1)
+    if masked:  # the mask release: both lungs in one 0/255 PNG of the image's size
+        formats.write_mask_png(root / layout.SHENZHEN_MASKS / f"{name}{layout.SHENZHEN_MASK_SUFFIX}.png",
+                               phantom.lung_mask(anat, height, width))
+    sex = "male" if rng.random() < 0.6 else "female"
+    finding = "STB, upper zone consolidation" if tb else "normal"
+    (root / layout.SHENZHEN_READINGS / f"{name}.txt").write_text(f"{sex} {int(rng.integers(12, 80))}yrs\n{finding}\n")
+
+
 def _write_nih(job) -> None:
     path, seed, index, abnormal, opacity_scale = job
     _, img, rng = _phantom("nihx", seed, index, 1024, 1024, abnormal, opacity_scale)
@@ -175,7 +244,7 @@ def _write_nih(job) -> None:
 
 
 # ------------------------------------------------------------------ per-source plans
-def _plan_jsrt(root: Path, counts: dict, seed: int, **_):
+def _plan_jsrt(root: Path, counts: dict, seed: int, findings: bool = True, **_):
     (root / layout.JSRT_IMAGE_DIR).mkdir(parents=True)
     for fold in ("fold1", "fold2"):
         for side in (layout.SCR_LEFT, layout.SCR_RIGHT):
@@ -183,7 +252,17 @@ def _plan_jsrt(root: Path, counts: dict, seed: int, **_):
     names = [f"JPCLN{i:03d}" for i in range(1, counts["nodule"] + 1)]
     names += [f"JPCNN{i:03d}" for i in range(1, counts["non_nodule"] + 1)]
     # SCR splits the 247 images into two folds, alternating by number.
-    return _write_jsrt, [(root, seed, i, n, "fold1" if int(n[-3:]) % 2 else "fold2") for i, n in enumerate(names)]
+    return _write_jsrt, [(root, seed, i, n, "fold1" if int(n[-3:]) % 2 else "fold2", findings)
+                         for i, n in enumerate(names)]
+
+
+def _finish_jsrt(root: Path, rows: list) -> None:
+    """The clinical files (only written with findings: their nodule positions are the phantoms')."""
+    rows = [r for r in rows if r is not None]
+    if rows:
+        for name, prefix in zip(layout.JSRT_CLINICAL, ("JPCLN", "JPCNN")):
+            lines = [r for r in rows if r.startswith(prefix)]
+            (root / name).write_text("".join(line + "\n" for line in lines))
 
 
 def _plan_chex(root: Path, counts: dict, seed: int, chex_layout: str = "mendeley", opacity_scale: float = 1.0, **_):
@@ -211,13 +290,24 @@ def _plan_chex(root: Path, counts: dict, seed: int, chex_layout: str = "mendeley
     return _write_chex, jobs
 
 
-def _plan_mcu(root: Path, counts: dict, seed: int, **_):
+def _plan_mcu(root: Path, counts: dict, seed: int, findings: bool = True, **_):
     for sub in (layout.MCU_IMAGES, layout.MCU_LEFT, layout.MCU_RIGHT, layout.MCU_READINGS):
         (root / sub).mkdir(parents=True)
     labels = [0] * counts["normal"] + [1] * counts["tb"]
     order = _rng(seed, "mcu", 0).permutation(len(labels))
     names = [f"MCUCXR_{i + 1:04d}_{labels[j]}" for i, j in enumerate(order)]
-    return _write_mcu, [(root, seed, i + 1, n) for i, n in enumerate(names)]
+    return _write_mcu, [(root, seed, i + 1, n, findings) for i, n in enumerate(names)]
+
+
+def _plan_shenzhen(root: Path, counts: dict, seed: int, findings: bool = True, **_):
+    for sub in (layout.SHENZHEN_IMAGES, layout.SHENZHEN_READINGS, layout.SHENZHEN_MASKS):
+        (root / sub).mkdir(parents=True)
+    rng = _rng(seed, "shenzhen", 0)
+    labels = [0] * counts["normal"] + [1] * counts["tb"]
+    order = rng.permutation(len(labels))
+    names = [f"CHNCXR_{i + 1:04d}_{labels[j]}" for i, j in enumerate(order)]
+    unmasked = set(rng.choice(len(names), size=counts["unmasked"], replace=False).tolist())
+    return _write_shenzhen, [(root, seed, i + 1, n, i not in unmasked, findings) for i, n in enumerate(names)]
 
 
 def _plan_nih(root: Path, counts: dict, seed: int, opacity_scale: float = 1.0, **_):
@@ -253,26 +343,32 @@ def _plan_nih(root: Path, counts: dict, seed: int, opacity_scale: float = 1.0, *
     return _write_nih, jobs
 
 
-PLANS = {"jsrt": _plan_jsrt, "chex": _plan_chex, "mcu": _plan_mcu, "nihx": _plan_nih}
+PLANS = {"jsrt": _plan_jsrt, "chex": _plan_chex, "mcu": _plan_mcu, "nihx": _plan_nih, "shenzhen": _plan_shenzhen}
+FINISH = {"jsrt": _finish_jsrt}  # files written from all images' results (in image order)
 
 
 def _run(fn_and_job):
     fn, job = fn_and_job
-    fn(job)
+    return fn(job)
 
 
 def write_dataset(dataset: str, root: Path, counts: dict, seed: int, workers: int = 1, progress=None,
-                  chex_layout: str = "mendeley", opacity_scale: float = 1.0) -> int:
+                  chex_layout: str = "mendeley", opacity_scale: float = 1.0, findings: bool = True) -> int:
     """Write one synthetic source into an empty directory `root`; returns the image count."""
     root.mkdir(parents=True, exist_ok=True)
-    fn, jobs = PLANS[dataset](root, counts[dataset], seed, chex_layout=chex_layout, opacity_scale=opacity_scale)
+    fn, jobs = PLANS[dataset](root, counts[dataset], seed, chex_layout=chex_layout, opacity_scale=opacity_scale,
+                              findings=findings)
     tasks = [(fn, job) for job in jobs]
+    results = []
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(workers) as pool:
-            for _ in pool.map(_run, tasks, chunksize=1):
+            for result in pool.map(_run, tasks, chunksize=1):
+                results.append(result)
                 progress and progress()
     else:
         for task in tasks:
-            _run(task)
+            results.append(_run(task))
             progress and progress()
+    if dataset in FINISH:
+        FINISH[dataset](root, results)
     return len(tasks)
