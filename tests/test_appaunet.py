@@ -190,3 +190,42 @@ def test_seed003_presets_train_resume_and_evaluate(project, monkeypatch):
     out = predictor(torch.zeros(2, 1, 64, 64))
     assert out.logits.shape == (2, 2) and out.mask_logits.shape == (2, 1, 64, 64)
     assert torch.allclose(F.softmax(out.logits, 1).sum(1), torch.ones(2))
+
+
+def test_appaunet_on_ccx_three_classes_from_three_sources(tmp_path, tiny_project, monkeypatch):  # noqa: F811
+    """Seed 003's CCX: JSRT + Montgomery + Shenzhen images in one stream, classes normal / TB / nodule,
+    D with 3 + 1 outputs, evaluated on CCX's own test images with the three-class scores."""
+    from multimix.data.split import write_splits
+
+    for name in ("raw", "interim", "processed"):
+        os.symlink(tiny_project / name, tmp_path / name)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    study = STUDY | {"presets": {"segmentation": ["appaunet_kltv"]}}
+    params = tiny_params(tmp_path, study=study, epochs=1, steps_per_epoch=2)
+    import yaml
+
+    raw = yaml.safe_load(params.read_text())
+    raw["split"]["segmentation_dataset"] = "ccx"
+    params.write_text(yaml.safe_dump(raw))
+    cfg = load_config(params)
+    splits = write_splits(cfg)
+    ccx = splits["partitions"]["ccx"]
+    assert {i.split("/")[0] for i in ccx["train"] + ccx["test"]} == {"jsrt", "mcu", "shenzhen"}
+    spec = RunSpec("appaunet_kltv-s1-r0", "appaunet_kltv", "1", None, 0)
+    streams = Streams(cfg, spec, splits, PRESETS["appaunet_kltv"].streams)
+    pool = streams.train["seg_l"].labels.tolist() + streams.train["seg_u"].labels.tolist()
+    assert set(pool) <= {0, 1, 2} and 2 in pool  # JSRT's nodule is CCX's class 2
+    train(cfg, spec.name, show_progress=False, log=lambda *_: None)
+    best = torch.load(tmp_path / "runs" / spec.name / "best.pt", weights_only=True)
+    assert load_predictor(best, torch.device("cpu"))(torch.zeros(1, 1, 64, 64)).logits.shape == (1, 3)
+    metrics = evaluate(cfg, spec.name, use_mlflow=False)
+    assert set(metrics) == {"ccx", "ccx_classification"}
+    assert metrics["ccx"]["images"] == len(ccx["test"]) and 0 <= metrics["ccx"]["specificity"] <= 1
+    cls = metrics["ccx_classification"]
+    assert {"accuracy", "precision", "recall", "f1_0", "f1_1", "f1_2", "auc"} <= set(cls)
+    per_image = pd.read_csv(tmp_path / "data" / "eval" / spec.name / "per_image.csv")
+    rows = per_image[per_image.task == "classification"]
+    probabilities = rows[["probability_0", "probability_1", "probability_2"]].to_numpy()
+    assert np.allclose(probabilities.sum(1), 1) and (rows["predicted"] == probabilities.argmax(1)).all()
+    assert cls["accuracy"] == pytest.approx((rows["predicted"] == rows["label"]).mean())

@@ -8,12 +8,15 @@ import pandas as pd
 import pytest
 
 from multimix.config import SplitConfig
-from multimix.data.split import digest, make_splits, partition_counts
+from multimix.data import layout
+from multimix.data.split import cohort_labels, digest, make_splits, partition_counts
 
 # A fixed tiny fixture: 30 JSRT, 20 MCU, CheX official folders, 12 NIH.
 # The expected digest below was computed once from this fixture; any change to
 # the splitting rules (or a platform dependence) changes it.
 EXPECTED_TINY_DIGEST = "03cf466ae1a609cee7210b9a23aed3b44f9a411c571a48455cdb0c69c62270a7"
+# ... and with seed 003's cohorts (jcx, mcx here), which left the digest above unchanged
+EXPECTED_TINY_DIGEST_WITH_COHORTS = "af3388f1c2e2c2a6ce656e1acfefaab9b6a4fcdcbe8dd0c332b1a42859fb9c05"
 
 
 def tiny_table() -> pd.DataFrame:
@@ -40,7 +43,7 @@ def test_partitions_are_disjoint_and_complete():
     splits = make_splits(table, TINY_CFG)
     for dataset, parts in splits["partitions"].items():
         all_ids = parts["train"] + parts["val"] + parts["test"]
-        assert len(all_ids) == len(set(all_ids)) == (table.dataset == dataset).sum()
+        assert len(all_ids) == len(set(all_ids)) == table.dataset.isin(layout.sources(dataset)).sum()
     assert len(splits["partitions"]["chex"]["val"]) == 4  # the official folders
     assert splits["partitions"]["nihx"]["train"] == [] and len(splits["partitions"]["nihx"]["test"]) == 12
 
@@ -81,7 +84,33 @@ def test_deterministic_and_order_independent():
 
 
 def test_expected_digest_of_the_tiny_fixture():
-    assert digest(make_splits(tiny_table(), TINY_CFG)) == EXPECTED_TINY_DIGEST
+    splits = make_splits(tiny_table(), TINY_CFG)
+    assert digest(splits) == EXPECTED_TINY_DIGEST_WITH_COHORTS
+    multimix_only = splits | {"partitions": {k: v for k, v in splits["partitions"].items() if k not in layout.COHORTS}}
+    assert digest(multimix_only) == EXPECTED_TINY_DIGEST
+
+
+def test_seed003_partitions_on_real_counts():
+    """Table 3 of seed 003: exact on the real sizes (Shenzhen: scaled to the 566 images with masks)."""
+    assert partition_counts(247, (166, 19, 62)) == (166, 19, 62)
+    assert partition_counts(138, (93, 10, 35)) == (93, 10, 35)
+    assert partition_counts(527, (355, 40, 132)) == (355, 40, 132)
+    assert partition_counts(566, (355, 40, 132)) == (381, 43, 142)
+    rows = [(f"jsrt/JPC{'LN' if i <= 154 else 'NN'}{i:03d}", "jsrt", int(i <= 154), "fold1" if i % 2 else "fold2")
+            for i in range(1, 248)]
+    rows += [(f"mcu/MCUCXR_{i:04d}_{int(i > 80)}", "mcu", int(i > 80), "") for i in range(1, 139)]
+    rows += [(f"shenzhen/CHNCXR_{i:04d}_{int(i > 279)}", "shenzhen", int(i > 279), "") for i in range(1, 528)]
+    table = pd.DataFrame(rows, columns=["id", "dataset", "label", "official_split"])
+    parts = make_splits(table, SplitConfig(segmentation_dataset="ccx", segmentation_sizes=(62, "full")))["partitions"]
+    counts = {k: tuple(len(v[p]) for p in ("train", "val", "test")) for k, v in parts.items()}
+    assert counts["jsrt"] == (111, 13, 123)  # MultiMix's SCR folds, untouched
+    assert counts["jcx"] == (166, 19, 62) and counts["mcx"] == (93, 10, 35) and counts["scx"] == (355, 40, 132)
+    assert counts["ccx"] == (614, 69, 229)  # the union (Table 3 says 615 / 69 / 228)
+    for part in ("train", "val", "test"):
+        assert parts["ccx"][part] == sorted(parts["jcx"][part] + parts["mcx"][part] + parts["scx"][part])
+    labels = cohort_labels(table, "ccx")
+    assert {labels[i] for i in parts["ccx"]["train"]} == {0, 1, 2}
+    assert labels["jsrt/JPCLN001"] == 2 and labels["mcu/MCUCXR_0100_1"] == 1 and labels["jsrt/JPCNN200"] == 0
 
 
 def test_repeats_and_partition_seed_change_the_draw():

@@ -4,7 +4,10 @@ In-domain: CheX test (classification) and JSRT test (segmentation);
 cross-domain: NIHX (classification, all 4,185 images) and MCU test
 (segmentation) — for the tasks the run's preset learns. A classifier of the
 segmentation source's own classes (seed 003's APPAU-Net) is tested on that
-source's test images (`test_sets`). The model runs in eval
+source's test images (`test_sets`); so is a segmentor trained on one of
+seed 003's datasets (MCX, SCX, JCX, CCX: `split.segmentation_dataset`),
+whose test partition is its own. CCX's three classes are scored with
+`metrics.multiclass_scores` (per-class probabilities in per_image.csv). The model runs in eval
 mode (dropout off). Writes, under `data/eval/NAME/`:
   per_image.csv  one row per test image (scores, predicted/reference lung
                  pixel counts, class probability) for distributions and tests;
@@ -28,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from multimix import metrics, tracking
 from multimix.config import Config
-from multimix.data.loader import H5Images
+from multimix.data.loader import open_images
 from multimix.errors import InputError
 from multimix.study import find_run
 from multimix.methods import load_predictor
@@ -45,8 +48,11 @@ def test_sets(cfg: Config, spec, task: str) -> tuple[tuple[str, str], ...]:
     """(dataset, domain) pairs a run is tested on for one task. A classifier of the segmentation
     source's classes (APPAU-Net's discriminator: e.g. JSRT nodules) is tested on that source's
     test images only: the other segmentation source has other classes (Montgomery: TB)."""
+    seg = cfg.split.segmentation_dataset
     if task == "classification" and spec.variant.class_source == "segmentation":
-        return ((cfg.split.segmentation_dataset, "in-domain"),)
+        return ((seg, "in-domain"),)
+    if task == "segmentation" and seg != "jsrt":  # seed 003's datasets: their own test images
+        return ((seg, "in-domain"),)
     return TEST_SETS[task]
 
 
@@ -60,6 +66,9 @@ def _summarise(frame: pd.DataFrame, task: str) -> dict[str, float]:
         out["hausdorff_undefined"] = int(frame["hausdorff"].isna().sum())
         out["bridge_dice_change"] = float((frame["dice"] - frame["dice_without_saliency"]).mean())
         out["bridge_logit_change"] = float(frame["bridge_logit_change"].mean())
+    elif "probability_2" in frame:  # more than two classes (seed 003's CCX)
+        columns = sorted((c for c in frame if c.startswith("probability_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+        out = metrics.multiclass_scores(frame["label"], frame[columns].to_numpy())
     else:
         out = metrics.classification_scores(frame["label"], frame["probability"])
     out["images"] = int(len(frame))
@@ -83,7 +92,7 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
             if dataset not in splits["partitions"]:
                 continue  # source not in data.datasets
             ids = splits["partitions"][dataset]["test"]
-            data = H5Images(cfg.processed_dir / f"{dataset}.h5", ids, masks=task == "segmentation")
+            data = open_images(cfg.processed_dir, dataset, ids, masks=task == "segmentation")
             loader = DataLoader(data, batch_size=10, shuffle=False)
             frame_rows = []
             for batch in loader:
@@ -107,8 +116,11 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
                             row.update(dice_without_saliency=metrics.dice(without, ref),
                                        bridge_logit_change=float((ablated[k] - out.mask_logits[k]).abs().mean()))
                     else:
-                        row.update(label=int(batch["label"][k]),
-                                   probability=float(torch.softmax(out.logits[k].float(), 0)[1]))
+                        probabilities = torch.softmax(out.logits[k].float(), 0)
+                        row.update(label=int(batch["label"][k]), predicted=int(probabilities.argmax()),
+                                   probability=float(probabilities[1]))
+                        if len(probabilities) > 2:
+                            row.update({f"probability_{c}": float(p) for c, p in enumerate(probabilities)})
                     frame_rows.append(row)
             frame = pd.DataFrame(frame_rows)
             rows.append(frame)
@@ -127,7 +139,7 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
     return summary
 
 
-def _examples(model, data: H5Images, dataset: str, task: str, dev) -> dict[str, np.ndarray]:
+def _examples(model, data, dataset: str, task: str, dev) -> dict[str, np.ndarray]:
     """A few test images with saliency (and masks), normal and pneumonia alike where labelled."""
     if task == "classification":
         normal = [i for i, y in enumerate(data.labels) if y == 0][: EXAMPLES // 2]

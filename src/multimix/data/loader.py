@@ -1,7 +1,9 @@
 """Training-time access to the preprocessed HDF5 files.
 
 `H5Images` reads the images of a list of ids (as named by the split file)
-from one dataset's HDF5 file. The file is opened lazily, on first access in
+from one dataset's HDF5 file; `CohortImages` those of a seed-003 cohort
+(e.g. CCX = JSRT + Montgomery + Shenzhen) from its sources' files;
+`open_images` picks the one a name needs. The file is opened lazily, on first access in
 the process that reads it, so each DataLoader worker gets its own handle
 (HDF5 handles must not cross a fork). Only the small arrays (ids, labels)
 are read up front; images and masks are read one chunk per item.
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from multimix.data import layout
 from multimix.errors import InputError
 
 
@@ -71,3 +74,47 @@ class H5Images(Dataset):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class CohortImages(Dataset):
+    """The images of a seed-003 cohort (layout.COHORTS), read from their sources' HDF5 files, in the
+    order of `ids`; labels as the cohort counts them (CCX: normal 0, TB 1, nodule 2)."""
+
+    def __init__(self, processed_dir: Path, cohort: str, ids: list[str], masks: bool | None = None):
+        self.ids = list(ids)
+        members = layout.COHORTS[cohort]
+        stray = [i for i in self.ids if layout.source_of(i) not in members]
+        if stray:
+            raise InputError(f"cohort {cohort} ({', '.join(members)}) was given an image of another source: {stray[0]!r}")
+        self.parts = {source: H5Images(Path(processed_dir) / f"{source}.h5",
+                                       [i for i in self.ids if layout.source_of(i) == source], masks=masks)
+                      for source in members}
+        position = {source: {name: k for k, name in enumerate(part.ids)} for source, part in self.parts.items()}
+        self.where = [(layout.source_of(i), position[layout.source_of(i)][i]) for i in self.ids]
+        remap = layout.CCX_LABELS if cohort == "ccx" else {}
+        self.labels = np.array([self._label(remap, source, self.parts[source].labels[k]) for source, k in self.where],
+                               dtype=np.int64)
+        self.masks = all(part.masks for part in self.parts.values() if len(part))
+
+    @staticmethod
+    def _label(remap: dict, source: str, value: int) -> int:
+        return int(value) if value < 0 or source not in remap else remap[source][int(value)]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, k: int) -> dict:
+        source, row = self.where[k]
+        item = self.parts[source][row]
+        return item | {"label": int(self.labels[k]), "index": k}
+
+    def close(self) -> None:
+        for part in self.parts.values():
+            part.close()
+
+
+def open_images(processed_dir: str | Path, name: str, ids: list[str], masks: bool | None = None):
+    """The images `ids` of a dataset (its own HDF5 file) or of a seed-003 cohort (several)."""
+    if name in layout.COHORTS:
+        return CohortImages(Path(processed_dir), name, ids, masks=masks)
+    return H5Images(Path(processed_dir) / f"{name}.h5", ids, masks=masks)

@@ -14,7 +14,19 @@ Partitions follow Table 1 of the paper:
         when all of them are present (layout.KERMANY_VAL: their exact names), else 8
         per class (at most a quarter of the class) by a seeded draw.
   mcu   93 / 10 / 35 of 138     (scaled proportionally)
+  shenzhen  355 / 40 / 132 of 527 (seed 003's Table 3 SCX; scaled proportionally to the
+        images with masks, 566 on the real release)
   nihx  all images are test (cross-domain evaluation only)
+Seed 003's datasets (layout.COHORTS; its Table 3, "split into train and test in a 75:25 ratio
+and 10% of the train set used for model selection"), each source partitioned afresh, by its own
+seeded draw (JSRT's SCR folds are MultiMix's protocol, not seed 003's):
+  jcx   JSRT       166 / 19 / 62 of 247
+  mcx   Montgomery  93 / 10 / 35 of 138
+  scx   Shenzhen   355 / 40 / 132 of 527 (scaled to the images with masks)
+  ccx   the union of the three: 614 / 69 / 229 on the real counts (Table 3 lists
+        615 / 69 / 228 for the same 912 images; the union keeps every source's
+        split as in its own dataset, so that CCX test holds no MCX/SCX/JCX
+        training image)
 Proportional scaling keeps the paper's train and val fractions (rounded, at
 least one val image when there are three or more) and gives the rest to test,
 so the real counts reproduce Table 1 exactly.
@@ -47,7 +59,8 @@ from multimix.data import layout
 from multimix.errors import InputError
 
 # Table 1 (train, val, test) for the sources partitioned by proportion.
-PAPER_PARTITIONS = {"jsrt": (111, 13, 123), "mcu": (93, 10, 35)}
+PAPER_PARTITIONS = {"jsrt": (111, 13, 123), "mcu": (93, 10, 35), "shenzhen": (355, 40, 132)}
+SEED003_PARTITIONS = {"jsrt": (166, 19, 62), "mcu": (93, 10, 35), "shenzhen": (355, 40, 132)}
 VAL_PER_CLASS = 8  # CheX val drawn from train when there is no val folder: Table 1's 8 + 8
 FORMAT_VERSION = 1
 
@@ -101,13 +114,28 @@ def partition(table: pd.DataFrame, dataset: str, seed: int) -> dict[str, list[st
         order = hash_order(fold1, "partition/jsrt-fold1", seed)
         return {"train": sorted(order[n_val:]), "val": sorted(order[:n_val]),
                 "test": sorted(rows.loc[rows["official_split"] == layout.SCR_FOLDS[1], "id"])}
-    n_train, n_val, _ = partition_counts(len(ids), PAPER_PARTITIONS[dataset])
-    order = hash_order(ids, f"partition/{dataset}", seed)
-    return {
-        "train": sorted(order[:n_train]),
-        "val": sorted(order[n_train:n_train + n_val]),
-        "test": sorted(order[n_train + n_val:]),
-    }
+    return proportional(ids, PAPER_PARTITIONS[dataset], f"partition/{dataset}", seed)
+
+
+def proportional(ids: list[str], paper: tuple[int, int, int], purpose: str, seed: int) -> dict[str, list[str]]:
+    n_train, n_val, _ = partition_counts(len(ids), paper)
+    order = hash_order(ids, purpose, seed)
+    return {"train": sorted(order[:n_train]), "val": sorted(order[n_train:n_train + n_val]),
+            "test": sorted(order[n_train + n_val:])}
+
+
+def cohort_partitions(table: pd.DataFrame, seed: int) -> dict[str, dict[str, list[str]]]:
+    """Seed 003's MCX / SCX / JCX (each source by Table 3's fractions) and CCX (their union),
+    for the cohorts whose sources are all present."""
+    present = set(table["dataset"])
+    per_source = {source: proportional(table.loc[table["dataset"] == source, "id"].tolist(), paper,
+                                       f"partition-seed003/{source}", seed)
+                  for source, paper in SEED003_PARTITIONS.items() if source in present}
+    out = {}
+    for cohort, members in layout.COHORTS.items():
+        if all(m in per_source for m in members):
+            out[cohort] = {part: sorted(i for m in members for i in per_source[m][part]) for part in ("train", "val", "test")}
+    return out
 
 
 def stratified_order(ids: list[str], labels: dict[str, int], purpose: str, seed: int) -> list[str]:
@@ -147,7 +175,7 @@ def labelled_subsets(pool: list[str], sizes, repeats, purpose: str, labels: dict
 def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> dict:
     """`table`: one row per preprocessed image with id, dataset, label (-1 unknown), official_split."""
     datasets = sorted(set(table["dataset"]))
-    partitions = {d: partition(table, d, cfg.seed) for d in datasets}
+    partitions = {d: partition(table, d, cfg.seed) for d in datasets} | cohort_partitions(table, cfg.seed)
     subsets = {}
     seg, cls = cfg.segmentation_dataset, cfg.classification_dataset
     if seg in partitions:
@@ -155,7 +183,7 @@ def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> dict:
                                    "sizes": labelled_subsets(partitions[seg]["train"], cfg.segmentation_sizes,
                                                              cfg.repeats, "labeled/segmentation")}
     if cls in partitions:
-        labels = dict(zip(table["id"], table["label"].astype(int)))
+        labels = cohort_labels(table, cls)
         pool = partitions[cls]["train"]
         if any(labels[i] < 0 for i in pool):
             raise InputError(f"{cls}: classification training images without a label; cannot stratify")
@@ -164,6 +192,14 @@ def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> dict:
                                                                "labeled/classification", labels)}
     return {"format_version": FORMAT_VERSION, "seed": cfg.seed, "repeats": list(cfg.repeats),
             "partitions": partitions, "subsets": subsets}
+
+
+def cohort_labels(table: pd.DataFrame, name: str) -> dict[str, int]:
+    """Class label of every image as `name` counts it (CCX renumbers JSRT's nodule as its class 2)."""
+    labels = dict(zip(table["id"], table["label"].astype(int)))
+    if name == "ccx":
+        return {i: (y if y < 0 else layout.CCX_LABELS[layout.source_of(i)][y]) for i, y in labels.items()}
+    return labels
 
 
 def canonical_json(splits: dict) -> str:

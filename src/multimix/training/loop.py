@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from multimix import tracking
 from multimix.config import Config, config_to_dict
+from multimix.data import layout
 from multimix.errors import InputError
 from multimix.methods import method_class
 from multimix.study import RunSpec, find_run
@@ -74,8 +75,9 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def data_digest(cfg: Config) -> str:
-    files = [cfg.split_dir / "splits.json"] + [cfg.processed_dir / f"{d}.h5" for d in
-                                                (cfg.split.segmentation_dataset, cfg.split.classification_dataset)]
+    sources = dict.fromkeys(s for d in (cfg.split.segmentation_dataset, cfg.split.classification_dataset)
+                            for s in layout.sources(d))
+    files = [cfg.split_dir / "splits.json"] + [cfg.processed_dir / f"{d}.h5" for d in sources]
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode())

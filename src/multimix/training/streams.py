@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from multimix.config import Config
-from multimix.data.loader import H5Images
+from multimix.data.loader import H5Images, open_images
 from multimix.errors import InputError
 from multimix.study import RunSpec
 
@@ -93,12 +93,11 @@ class Streams:
             tasks.append(("classification", "cls", cfg.split.classification_dataset, spec.classification_labels,
                           False))
         for task, short, dataset, size, masks in tasks:
-            path = processed / f"{dataset}.h5"
             labelled, unlabelled = subset(task, size)
-            self.train[f"{short}_l"] = H5Images(path, labelled, masks=masks)
+            self.train[f"{short}_l"] = open_images(processed, dataset, labelled, masks=masks)
             if f"{short}_u" in names:
-                self.train[f"{short}_u"] = H5Images(path, unlabelled, masks=False)
-            self.val[short] = H5Images(path, splits["partitions"][dataset]["val"], masks=masks)
+                self.train[f"{short}_u"] = open_images(processed, dataset, unlabelled, masks=False)
+            self.val[short] = open_images(processed, dataset, splits["partitions"][dataset]["val"], masks=masks)
         for name, data in {**self.train, **self.val}.items():
             if len(data) == 0:
                 raise InputError(f"stream {name} of run {spec.name} is empty; check the split file and label counts")
