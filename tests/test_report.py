@@ -189,3 +189,30 @@ def test_claims_are_tested_where_both_models_exist(study):
         p = float(row["p"])
         expected = "not significant" if not p < 0.05 else ("holds" if float(row["A − B"]) > 0 else "reversed")
         assert row["verdict"] == expected
+
+
+def test_seed003_table_puts_the_papers_row_after_ours():
+    from multimix.reporting import seed003_table
+
+    def rows(preset, repeat, dice, accuracy=None):
+        out = [{"preset": preset, "seg_labels": "62", "cls_labels": "", "repeat": repeat, "dataset": "ccx",
+                "task": "segmentation", "dice": dice, "jaccard": 0.8, "ssim": 0.7, "f1": 0.9, "hausdorff": 3.0,
+                "sensitivity": 0.9, "specificity": 0.8, "precision": 0.85, "recall": 0.9}]
+        if accuracy is not None:
+            out.append({"preset": preset, "seg_labels": "62", "cls_labels": "", "repeat": repeat,
+                        "dataset": "ccx_classification", "task": "classification", "accuracy": accuracy,
+                        "precision": 0.5, "recall": 0.4})
+        return out
+
+    summary = pd.DataFrame(rows("appaunet_kltv", 0, 0.90, 0.6) + rows("appaunet_kltv", 1, 0.92, 0.7)
+                           + rows("ppaunet_kltv", 0, 0.95) + rows("multimix", 0, 0.5))
+    table = seed003_table(summary, "ccx")
+    assert list(table["Model"]) == ["ppaunet_kltv", "ppaunet_kltv", "appaunet_kltv", "appaunet_kltv"]
+    assert list(table["source"]) == ["ours", "paper", "ours", "paper"]
+    ours, paper = table.iloc[2], table.iloc[3]
+    assert ours["DS"] == "0.910 ± 0.014" and ours["Acc"] == "0.650 ± 0.071" and ours["repeats"] == 2
+    assert paper["DS"] == "0.926" and paper["Acc"] == "0.750" and paper["HD"] == "4.669"  # seed 003, Table 2
+    assert table.iloc[0]["Acc"] == "—" and table.iloc[1]["DS"] == "0.967"  # Table 1: no classifier
+    # a dataset the paper does not have (MultiMix's JSRT partition): our rows only, nothing invented
+    other = seed003_table(summary, "jsrt")
+    assert set(other["source"]) == {"ours"} and set(other["DS"]) == {"—"}

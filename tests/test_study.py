@@ -50,6 +50,22 @@ def test_paper_study_is_table2():
     assert cfg.preprocess.size == 256 and cfg.train.epochs * cfg.train.steps_per_epoch == 12_528
 
 
+@pytest.mark.parametrize("cohort, n_train", [("mcx", 93), ("scx", 355), ("jcx", 166), ("ccx", 614)])
+def test_seed003_study_files_are_its_tables_1_and_2(cohort, n_train):
+    from multimix.data import layout
+
+    cfg = load_config(ROOT / "studies" / f"seed003-{cohort}.yaml")
+    runs = expand(cfg)
+    tenth = str(round(n_train / 10))
+    assert len(runs) == 9 * 2 and {r.segmentation_labels for r in runs} == {tenth, "full"}
+    assert {r.preset for r in runs} == {f"{m}_{loss}" for m in ("unet", "attunet", "ppaunet") for loss in ("tv", "kltv")} \
+        | {f"appaunet_{loss}" for loss in ("tv", "xetv", "kltv")}
+    assert cfg.split.segmentation_dataset == cohort and set(layout.sources(cohort)) <= set(cfg.data.datasets)
+    assert cfg.preprocess.size == 128 and cfg.train.batch_size == 16
+    assert cfg.train.epochs == 300 and cfg.train.steps_per_epoch == -(-n_train // 16)  # 300 epochs of the train set
+    assert cfg.train.lr_gamma == 1.0 and cfg.seed003.lr_segmentor == 1e-5 and cfg.seed003.lr_discriminator == 1e-4
+
+
 @pytest.mark.parametrize("change, message", [
     ({"presets": {"multitask": ["unet"]}}, "study.presets.multitask has 'unet', a segmentation model"),
     ({"presets": {"classification": ["vnet"]}}, "study.presets.classification has 'vnet'; expected presets among"),
@@ -88,13 +104,15 @@ def test_study_files_load_and_have_the_keys_of_params_yaml(path):
 
 
 @pytest.mark.slow
-def test_dvc_and_snakemake_expand_the_paper_study_alike(tmp_path):
-    """The 285 runs of studies/paper.yaml, as both orchestrators list them."""
+@pytest.mark.parametrize("study, count", [("paper", 285), ("seed003-ccx", 18)])
+def test_dvc_and_snakemake_expand_the_ready_studies_alike(tmp_path, study, count):
+    """The 285 runs of studies/paper.yaml (and the 18 of a seed-003 study, whose classification and
+    multi-task groups are empty), as both orchestrators list them."""
     for name in ("dvc.yaml", "Snakefile", "workflow"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     os.symlink(ROOT / "src", tmp_path / "src")
-    shutil.copy(ROOT / "studies" / "paper.yaml", tmp_path / "params.yaml")
+    shutil.copy(ROOT / "studies" / f"{study}.yaml", tmp_path / "params.yaml")
     bin_dir = Path(sys.executable).parent
     subprocess.run([str(bin_dir / "dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     listed = subprocess.run([str(bin_dir / "dvc"), "stage", "list", "--name-only"], cwd=tmp_path, check=True,
@@ -105,7 +123,7 @@ def test_dvc_and_snakemake_expand_the_paper_study_alike(tmp_path):
     smk_runs = sorted(line.split("--run ")[1].strip() for line in dry.splitlines()
                       if line.startswith("Shell command: multimix") and " train --run " in line)
     expected = sorted(run_names(load_config(tmp_path / "params.yaml")))
-    assert len(dvc_stages) == len(expected) == 285
+    assert len(dvc_stages) == len(expected) == count
     assert smk_runs == expected
     dvc_cmds = subprocess.run([str(bin_dir / "dvc"), "stage", "list"], cwd=tmp_path, check=True,
                               capture_output=True, text=True).stdout

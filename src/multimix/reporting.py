@@ -19,6 +19,11 @@ parameter):
   bridge_sensitivity.{md,csv}   per run and segmentation test set: Dice with
       the saliency bridge as trained and with its saliency channel zeroed,
       and the mean |change| of the mask logits (0 for models without a bridge);
+  seed003.{md,csv}              seed 003's models (when the study has any) on their
+      segmentation source's test images: its Tables 1-2's columns (classification
+      Acc, PR, RE; segmentation DS, JS, SSIM, F1, HD, SN, SP, PR, RC), mean ± std
+      over repeats, each row followed by the paper's row for the same dataset
+      and model (src/multimix/seed003_tables.csv) where the paper has one;
   figures/*.png                 Dice distributions, accuracy vs label count, ROC
       curves, Bland-Altman of lung pixel counts, boundary overlays (reference
       green, prediction red), saliency maps for classification and
@@ -48,6 +53,10 @@ CLS_COLUMNS = {"accuracy": "Acc", "f1_normal": "F1-N", "f1_pneumonia": "F1-P", "
 SEG_COLUMNS = {"dice": "DS", "jaccard": "JS", "ssim": "SSIM", "hausdorff": "HD", "precision": "P", "recall": "R"}
 DOMAINS = {"in-domain": ("chex", "jsrt", "table2_in_domain"), "cross-domain": ("nihx", "mcu", "table3_cross_domain")}
 MISSING = "—"  # the one marker of a value that does not exist (not trained, not defined)
+
+SEED003_CLS = {"accuracy": "Acc", "precision": "PR (cls)", "recall": "RE (cls)"}
+SEED003_SEG = {"dice": "DS", "jaccard": "JS", "ssim": "SSIM", "f1": "F1", "hausdorff": "HD", "sensitivity": "SN",
+               "specificity": "SP", "precision": "PR", "recall": "RC"}
 
 # Rows in the paper's order (MultiMix's baselines, then MultiMix), then seed 003's presets.
 PRESET_ORDER = list(PRESETS)
@@ -224,6 +233,33 @@ def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
                      "|D_l^s|": ref["seg_labels"], "metric": ref["metric"],
                      "paper": f"{ref['mean']:.3f} ± {ref['std']:.3f}", "ours": _fmt(match[ref["metric"]])})
     return pd.DataFrame(rows, columns=["table", "dataset", "|D_l^c|", "|D_l^s|", "metric", "paper", "ours"])
+
+
+def seed003_table(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Seed 003's models on `dataset` (the study's segmentation source), with the paper's rows."""
+    columns = ["Model", "|D_l^s|", "source", *SEED003_CLS.values(), *SEED003_SEG.values(), "repeats"]
+    if summary.empty:
+        return pd.DataFrame(columns=columns)
+    ours = summary[summary["preset"].map(lambda p: PRESETS[p].method == "appaunet")]
+    paper = pd.read_csv(resources.files("multimix").joinpath("seed003_tables.csv").open(), comment="#")
+    paper = paper[paper["dataset"] == dataset]
+    rows = []
+    for (preset, seg_labels), grp in sorted(ours.groupby(["preset", "seg_labels"]),
+                                            key=lambda kv: (PRESET_ORDER.index(kv[0][0]), str(kv[0][1]))):
+        seg = grp[grp["dataset"] == dataset]
+        cls = grp[grp["dataset"] == f"{dataset}_classification"]
+        row = {"Model": preset, "|D_l^s|": seg_labels or MISSING, "source": "ours"}
+        row |= {col: _fmt(cls[key]) if key in cls and not cls.empty else MISSING for key, col in SEED003_CLS.items()}
+        row |= {col: _fmt(seg[key]) if key in seg and not seg.empty else MISSING for key, col in SEED003_SEG.items()}
+        rows.append(row | {"repeats": int(grp["repeat"].nunique())})
+        theirs = paper[paper["preset"] == preset]
+        if len(theirs):
+            values = {(r.task, r.metric): f"{r.value:.3f}" for r in theirs.itertuples()}
+            ref = {"Model": preset, "|D_l^s|": f"table {int(theirs['table'].iloc[0])}", "source": "paper"}
+            ref |= {col: values.get(("classification", key), MISSING) for key, col in SEED003_CLS.items()}
+            ref |= {col: values.get(("segmentation", key), MISSING) for key, col in SEED003_SEG.items()}
+            rows.append(ref | {"repeats": MISSING})
+    return pd.DataFrame(rows, columns=columns)
 
 
 # ------------------------------------------------------------------ figures
@@ -481,6 +517,17 @@ def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dic
         "saliency channel replaced by zeros (the image channel kept); Δ DS = DS − DS with saliency zeroed; mean "
         "|Δ logit| = mean absolute change of the mask logits. Models without a bridge have no saliency channel: 0 "
         "by definition.", bridge_table(summary))
+    if any(PRESETS[spec.preset].method == "appaunet" for spec in expand(cfg)):
+        dataset = cfg.split.segmentation_dataset
+        write_table(
+            "seed003", f"Seed 003 — segmentors and APPAU-Net on {dataset} (its Tables 1–2)",
+            f"\n\nTest images of `{dataset}` (`split.segmentation_dataset`); mean ± std over repeats. Paper rows "
+            "(src/multimix/seed003_tables.csv) follow ours where the paper has the same dataset (mcx, scx, jcx, ccx: "
+            "seed 003's Table 3 partitions) and model; it gives one value per cell. Classification (APPAU-Net's "
+            "discriminator): accuracy, macro precision and recall. Segmentation per image: F1 = the mean of the lung "
+            "and background classes' pixel F1, SN = RC = pixel recall, SP = pixel specificity; HD in pixels of our "
+            f"{cfg.preprocess.size}² grid (the paper states no unit). Synthetic phantoms are not the paper's data.",
+            seed003_table(summary, dataset))
     comparison = paper_comparison(summary)
     (out / "paper_comparison.md").write_text(
         "# MultiMix: ours vs the paper (Tables 2–3)\n\nPaper values transcribed from the paper's tables "
