@@ -138,7 +138,8 @@ def _phantom(dataset: str, seed: int, index: int, height: int, width: int, abnor
 
 
 # ------------------------------------------------------------------ per-image jobs
-def _write_jsrt(job) -> None:
+def _write_jsrt(job) -> str | None:
+    """One JSRT image and its SCR masks; returns its clinical-file line (with findings)."""
     root, seed, index, name, fold, findings = job
     finding = "nodule" if findings and name.startswith("JPCLN") else None
     anat, img, _ = _phantom("jsrt", seed, index, formats.JSRT_SIDE, formats.JSRT_SIDE, abnormal=False,
@@ -174,6 +175,7 @@ def _jsrt_clinical_row(name: str, anat: phantom.Anatomy, index: int, seed: int) 
     pathology = "malignant" if rng.random() < 0.65 else "benign"
     return (f"{name}.IMG\t{subtlety}\t{size_mm:.0f}\t{age}\t{sex}\t{col:.0f}\t{row:.0f}\t{pathology}\t"
             f"{side}{lobe} lobe")
+
 
 def _write_chex(job) -> None:
     path, seed, index, abnormal, opacity_scale = job

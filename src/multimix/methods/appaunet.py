@@ -12,7 +12,8 @@ Streams: `seg_l`, the labelled images (image, lung mask, class label), and
 for APPAU-Net `seg_u`, the unlabelled images of the same source (the image
 only). One step is Algorithm 1's two updates on the same batches:
 
-  1. D (Adam, `seed003.lr_discriminator`), S's output detached:
+  1. D (Adam, `seed003.lr_discriminator`), S's output detached (S(x) is computed
+     once per step and read by both updates: S does not change in between):
        Eq. 6  -log p(z = class | x_l, y_l)        labelled real pairs, true class
        Eq. 7  -log (1 - p(z = n+1 | x_l, y_l))    real pairs are not "predicted"
        Eq. 8  -log p(z = n+1 | x, S(x))           predicted pairs, x in l and u
@@ -187,22 +188,24 @@ class APPAUNetMethod(Method):
             raise ValueError(f"APPAU-Net needs class labels 0..{self.classes - 1} for the labelled "
                              f"{self.cfg.split.segmentation_dataset} images; got {sorted(set(z_l.tolist()))}")
         x = torch.cat([x_l, augment.weak(batch["seg_u"]["image"], gen)])
-        # 1. the discriminator, on real pairs and on S's (detached) predictions
+        # S's output, computed once: S does not change during D's update, so both updates read the same
+        # S(x) (one forward pass, and batch norm's running statistics move once per step)
         with self.amp():
-            with torch.no_grad():
-                predicted = torch.sigmoid(self.segmentor(x).mask_logits.float())
+            out = self.segmentor(x)
+            predicted = torch.sigmoid(out.mask_logits.float())
+        # 1. the discriminator, on real pairs and on S's predictions, detached
+        with self.amp():
             real = self.discriminator(x_l, y_l.float())
-            fake = self.discriminator(x, predicted)
+            fake = self.discriminator(x, predicted.detach())
             d_terms = discriminator_losses(real, z_l, fake)
             d_loss = d_terms["supervised"] + d_terms["real"] + d_terms["predicted"]
         self._update("discriminator", d_loss)
-        # 2. the segmentor: its loss on labelled images + c * Eq. 5; D's weights frozen
+        # 2. the segmentor: its loss on labelled images + c * Eq. 5 through the updated D; D's weights frozen
         self.discriminator.requires_grad_(False)
         try:
             with self.amp():
-                out = self.segmentor(x)
                 seg = self.segmentation_loss(_rows(out, slice(0, len(x_l))), y_l)
-                adv = adversarial_loss(self.discriminator(x, torch.sigmoid(out.mask_logits.float())))
+                adv = adversarial_loss(self.discriminator(x, predicted))
                 s_loss = seg + self.cfg.seed003.adversarial_weight * adv
             self._update("segmentor", s_loss)
         finally:
