@@ -44,6 +44,7 @@ from scipy import stats
 
 from multimix import metrics, tracking
 from multimix.config import Config
+from multimix.data import layout
 from multimix.errors import InputError
 from multimix.evaluation import eval_dir
 from multimix.presets import PRESETS
@@ -415,8 +416,10 @@ def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Pa
         fig, axes = plt.subplots(2 * len(keys), n, figsize=(2.2 * n, 4.4 * len(keys)), squeeze=False)
         for i, ds in enumerate(keys):
             for j in range(len(chosen[f"{ds}_image"])):
-                label = chosen[f"{ds}_label"][j]
-                title = {0: "normal", 1: "pneumonia"}.get(int(label), "no label")
+                # each source's own classes: JSRT nodule, Montgomery TB, CheX/NIHX pneumonia, CCX three
+                names = layout.CLASS_NAMES.get(ds.removesuffix("_classification"), ("normal", "abnormal"))
+                label = int(chosen[f"{ds}_label"][j])
+                title = names[label] if 0 <= label < len(names) else "no label"
                 axes[2 * i, j].imshow(chosen[f"{ds}_image"][j], cmap="gray", vmin=0, vmax=1)
                 axes[2 * i, j].set_title(f"{ds}: {title}", fontsize=7)
                 shown = axes[2 * i + 1, j].imshow(chosen[f"{ds}_saliency"][j], cmap="inferno")
