@@ -236,3 +236,40 @@ def test_two_fresh_runs_write_the_same_dvc_lock(tmp_path):
         sh(project, "dvc", "repro", "-q")
         locks.append((project / "dvc.lock").read_text())
     assert locks[0] == locks[1]
+
+
+def test_a_tiny_seed003_study_under_both_orchestrators(tmp_path):
+    """Seed 003 on phantom CCX (studies/seed003-synthetic.yaml at CI size): PPAU-Net-KLTV and
+    APPAU-Net-KLTV through `dvc repro` and `snakemake`, the same weights and scores from both, and
+    reports/seed003.md with both models' rows (segmentation, and APPAU-Net's three-class scores)."""
+    params = yaml.safe_load((ROOT / "studies" / "seed003-synthetic.yaml").read_text())
+    params["synth"]["counts"] = TINY_COUNTS
+    params["harmonise"]["workers"] = 1
+    params["preprocess"].update(size=64, workers=1)
+    params["split"].update(segmentation_sizes=[2, "full"], repeats=[0])
+    params["study"]["segmentation_labels"] = [2]
+    params["train"].update(epochs=2, steps_per_epoch=2, batch_size=2, figures=1)
+    outputs = {}
+    for tool in ("dvc", "snakemake"):
+        folder = make_project(tmp_path / tool)
+        (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        sh(folder, "dvc", "repro", "-q") if tool == "dvc" else sh(folder, "snakemake", "--cores", "2", "--quiet")
+        table = (folder / "reports" / "seed003.md").read_text()
+        assert "Seed 003 — segmentors and APPAU-Net on ccx" in table
+        rows = [line.split(" | ")[2] for line in table.splitlines() if line.startswith(("| ppaunet_kltv", "| appaunet_kltv"))]
+        assert rows == ["ours", "paper", "ours", "paper"], table  # each of ours, then seed 003's Table 1 / 2 row
+        metrics = json.loads((folder / "data" / "eval" / "appaunet_kltv-s2-r0" / "metrics.json").read_text())
+        assert set(metrics) == {"ccx", "ccx_classification"} and "f1_2" in metrics["ccx_classification"]
+        outputs[tool] = {name: (folder / "data" / "runs" / name / "best.pt").read_bytes()
+                         for name in ("ppaunet_kltv-s2-r0", "appaunet_kltv-s2-r0")} | {"metrics": metrics}
+    # same weights from both orchestrators (training is deterministic on CPU), hence the same scores
+    assert all(torch.equal(a, b) for name in ("ppaunet_kltv-s2-r0", "appaunet_kltv-s2-r0")
+               for a, b in zip(_tensors(outputs["dvc"][name]), _tensors(outputs["snakemake"][name])))
+    assert outputs["dvc"]["metrics"] == outputs["snakemake"]["metrics"]
+
+
+def _tensors(blob: bytes) -> list[torch.Tensor]:
+    import io
+
+    state = torch.load(io.BytesIO(blob), weights_only=True)
+    return [t for net in ("segmentor", "discriminator") if net in state for t in state[net].values()]

@@ -347,6 +347,18 @@ def figures(summary: pd.DataFrame, images: pd.DataFrame, examples: dict, out: Pa
             for name, grp in cls[cls["dataset"] == ds].groupby("model"):
                 if grp["label"].nunique() < 2:
                     continue
+                if "probability_2" in grp and grp["probability_2"].notna().all():  # three classes: one vs rest
+                    names = layout.CLASS_NAMES.get(ds, ())
+                    for k in range(int(grp["label"].max()) + 1):
+                        column = f"probability_{k}"
+                        truth = (grp["label"] == k).astype(int)
+                        if column not in grp or truth.nunique() < 2:
+                            continue
+                        fpr, tpr = metrics.roc(truth, grp[column])
+                        auc = metrics.classification_scores(truth, grp[column])["auc"]
+                        what = names[k] if k < len(names) else k
+                        ax.plot(fpr, tpr, label=f"{name}: {what} vs rest (AUC {auc:.3f})")
+                    continue
                 fpr, tpr = metrics.roc(grp["label"], grp["probability"])
                 auc = metrics.classification_scores(grp["label"], grp["probability"])["auc"]
                 ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
@@ -524,7 +536,9 @@ def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dic
         dataset = cfg.split.segmentation_dataset
         write_table(
             "seed003", f"Seed 003 — segmentors and APPAU-Net on {dataset} (its Tables 1–2)",
-            f"\n\nTest images of `{dataset}` (`split.segmentation_dataset`); mean ± std over repeats. Paper rows "
+            f" Seed 003's models: Adam lr {cfg.seed003.lr_segmentor:g} (S) / {cfg.seed003.lr_discriminator:g} (D), "
+            f"on the schedule above.\n\nTest images of `{dataset}` (`split.segmentation_dataset`, data source "
+            f"`{cfg.data.source}`); mean ± std over repeats. Paper rows "
             "(src/multimix/seed003_tables.csv) follow ours where the paper has the same dataset (mcx, scx, jcx, ccx: "
             "seed 003's Table 3 partitions) and model; it gives one value per cell. Classification (APPAU-Net's "
             "discriminator): accuracy, macro precision and recall. Segmentation per image: F1 = the mean of the lung "
