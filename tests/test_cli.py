@@ -37,7 +37,8 @@ def test_stages_acquire_to_split(tmp_path):
     assert first.returncode == 0, first.stderr
     receipt = json.loads((tmp_path / "raw" / "acquired.json").read_text())
     assert receipt["source"] == "synthetic"
-    assert receipt["datasets"]["jsrt"]["origin"] == "synthetic" and receipt["datasets"]["jsrt"]["files"] == 12
+    # 4 images with 2 masks each, and the clinical files that list the nodules (CLNDAT_EN.txt, CNNDAT_EN.TXT)
+    assert receipt["datasets"]["jsrt"]["origin"] == "synthetic" and receipt["datasets"]["jsrt"]["files"] == 4 * 3 + 2
     done = multimix(tmp_path, "harmonise")
     assert done.returncode == 0, done.stderr
     assert "jsrt: 4 images accepted" in done.stdout
