@@ -251,6 +251,7 @@ def test_a_tiny_seed003_study_under_both_orchestrators(tmp_path):
     params["train"].update(epochs=2, steps_per_epoch=2, batch_size=2, figures=1)
     outputs = {}
     for tool in ("dvc", "snakemake"):
+        (tmp_path / tool).mkdir()
         folder = make_project(tmp_path / tool)
         (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         sh(folder, "dvc", "repro", "-q") if tool == "dvc" else sh(folder, "snakemake", "--cores", "2", "--quiet")
