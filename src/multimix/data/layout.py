@@ -68,6 +68,37 @@ SHENZHEN_MASK_SUFFIX = "_mask"
 NIH_LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 NIH_IMAGE_DIR = "images"
 
+# CheXpert (Irvin et al. 2019): `CheXpert-v1.0[-small]/{train,valid}.csv` and the JPEGs under
+# `{train,valid}/patientNNNNN/studyN/viewN_{frontal,lateral}.jpg`. The CSV's columns: Path, Sex, Age,
+# Frontal/Lateral, AP/PA, then the 14 observations (1 positive, 0 negative, -1 uncertain, blank = not
+# mentioned in the report).
+CHEXPERT_ROOTS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
+CHEXPERT_CSVS = ("train.csv", "valid.csv")
+CHEXPERT_OBSERVATIONS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+    "Support Devices",
+)
+# CheXlocalize (Saporta et al. 2022): radiologist masks of 10 pathologies on CheXpert's valid (234 images)
+# and test (668) sets. Its release holds `CheXpert/{val,test}/…jpg` with `CheXpert/{val,test}_labels.csv`
+# and `CheXlocalize/gt_segmentations_{val,test}.json` (pycocotools RLE at the image's native size) and
+# `CheXlocalize/gt_annotations_{val,test}.json` (the radiologists' polygons).
+CHEXLOCALIZE_PATHOLOGIES = (
+    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Airspace Opacity", "Edema", "Consolidation",
+    "Atelectasis", "Pneumothorax", "Pleural Effusion", "Support Devices",
+)
+# CheXpert's label files call Airspace Opacity "Lung Opacity".
+CHEXPERT_COLUMN = {p: ("Lung Opacity" if p == "Airspace Opacity" else p) for p in CHEXLOCALIZE_PATHOLOGIES}
+CHEXLOCALIZE_IMAGES = "CheXpert"
+CHEXLOCALIZE_MASKS = "CheXlocalize"
+CHEXLOCALIZE_SPLITS = ("val", "test")
+CHEXLOCALIZE_LABELS = "{split}_labels.csv"
+CHEXLOCALIZE_SEGMENTATIONS = "gt_segmentations_{split}.json"
+CHEXLOCALIZE_ANNOTATIONS = "gt_annotations_{split}.json"
+# Phantoms only: the exact pathology masks of the CheXpert train phantoms, beside the native files, for
+# scoring saliency and pseudo-labels where the truth is known (never read as training labels).
+PHANTOM_TRAIN_MASKS = "phantom_masks_train.json"
+
 # Files that official archives carry besides the inputs; recognised and skipped.
 AUX_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 AUX_DIRS = {"__MACOSX"}

@@ -1,0 +1,222 @@
+"""Pathology phantoms in CheXpert's and CheXlocalize's layouts (seed 004's default data).
+
+Two sources, as the real releases unpack:
+  chexpert/      CheXpert-v1.0-small/train.csv + train/patientNNNNN/study1/view1_frontal.jpg
+                 (images 320 px high, as the small release), valid.csv + valid/ (the
+                 CheXlocalize val patients, at small size), and, for phantoms only,
+                 phantom_masks_train.json: the train images' exact masks (evaluation of
+                 saliency and pseudo-labels; never a training label)
+  chexlocalize/  CheXpert/{val,test}/patientNNNNN/study1/view1_frontal.jpg at native size
+                 (about 2.3k x 2.8k), CheXpert/{val,test}_labels.csv, and
+                 CheXlocalize/gt_annotations_{val,test}.json (polygons) with
+                 CheXlocalize/gt_segmentations_{val,test}.json (RLE)
+Patient numbers follow CheXpert's: train from patient00001, val patient64541-64740,
+test patient64741-65240.
+
+Labels. train.csv mimics CheXpert's report labeler: a present pathology is 1, or -1
+(uncertain) in 12% of cases; an absent one is blank (not mentioned) in 75%, 0 in 20%,
+-1 in 5%. The val/test label files are radiologists' labels: exactly 0/1 from the
+masks. Lung Opacity (CheXpert's name) is Airspace Opacity; No Finding is 1 when
+nothing is present; Pneumonia, Pleural Other and Fracture are never drawn (blank).
+
+Masks as the release makes them: the radiologist's polygons are the truth, and the RLE
+is their rasterisation at native size. A phantom's polygons are the contours of its
+analytic masks, traced on a grid a quarter of the native size and scaled up: within
+about one traced pixel of the shape (IoU with the analytic mask 0.97-0.995, 0.91 for the
+thin device lines), much closer than annotators agree with each other.
+gt_* files list only images with at least one positive label (as CheXlocalize);
+gt_segmentations holds all ten pathologies per image, empty ones included.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from skimage import measure
+
+from multimix.data import chexpert, formats, layout, pathology
+
+PRESETS = {
+    "small": {"chexpert": {"train": 160}, "chexlocalize": {"val": 24, "test": 40}},
+    # CheXseg's counts: 200 expert-annotated images (we take CheXlocalize val's 234), 500 test
+    # patients (668 images); CheXpert train is capped at the 20,000 of its largest weak set.
+    "paper": {"chexpert": {"train": 20000}, "chexlocalize": {"val": 234, "test": 668}},
+}
+FIRST_PATIENT = {"train": 1, "val": 64541, "test": 64741}
+CODES = {"train": 6, "val": 7, "test": 8}
+GAIN, GAMMA, OFFSET, NOISE = 1.1, 1.05, 0.04, 0.015  # display of the Stanford phantoms
+HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *layout.CHEXPERT_OBSERVATIONS]
+SMALL_HEIGHT = 320
+TRACE_SCALE = 4  # polygons traced on a grid 1/4 of the native size
+
+
+def _rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, CODES[split], index, stream]))
+
+
+def patient(seed: int, split: str, index: int, aspect: float):
+    """The same patient (anatomy and findings) whatever size it is drawn at."""
+    return pathology.sample_patient(_rng(seed, split, index), aspect=aspect)
+
+
+def _write(path: Path, pixels: np.ndarray, quality: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    formats.write_jpeg(path, pixels, quality=quality)
+
+
+def _display(att: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    img = OFFSET + GAIN * rng.uniform(0.9, 1.1) * np.power(att, GAMMA * rng.uniform(0.9, 1.1))
+    img = img + rng.standard_normal(att.shape, dtype=np.float32) * np.float32(NOISE)
+    return np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _native_size(seed: int, split: str, index: int) -> tuple[int, int]:
+    rng = _rng(seed, split, index, stream=1)
+    return int(rng.integers(2000, 2600)), int(rng.integers(2300, 3000))
+
+
+def _draw(seed: int, split: str, index: int, height: int, width: int, native: tuple[int, int]):
+    """Pixels at (height, width) of a patient whose native image is `native` (h, w)."""
+    anat, found = patient(seed, split, index, aspect=native[1] / native[0])
+    noise = _rng(seed, split, index, stream=2 if (height, width) == native else 3)
+    return anat, found, _display(pathology.render(anat, found, height, width), noise)
+
+
+def polygons(mask: np.ndarray, size: tuple[int, int]) -> list[list[list[float]]]:
+    """Outer contours of a binary mask as [[x, y], …] polygons in the pixels of an image of
+    `size` (h, w): a traced pixel's centre maps to the centre of the native pixels it covers."""
+    sy, sx = size[0] / mask.shape[0], size[1] / mask.shape[1]
+    padded = np.pad(mask.astype(np.float32), 1)
+    out = []
+    for contour in measure.find_contours(padded, 0.5):
+        contour = measure.approximate_polygon(contour - 1.0, tolerance=0.25)
+        if len(contour) >= 3:
+            out.append([[round(float(c) * sx + (sx - 1) / 2, 2), round(float(r) * sy + (sy - 1) / 2, 2)]
+                        for r, c in contour])
+    return out
+
+
+def _label_row(path: str, present: set[str], rng: np.random.Generator, noisy: bool) -> list:
+    sex = "Female" if rng.random() < 0.45 else "Male"
+    row = [path, sex, int(rng.integers(18, 91)), "Frontal", "AP" if rng.random() < 0.7 else "PA"]
+    for obs in layout.CHEXPERT_OBSERVATIONS:
+        name = "Airspace Opacity" if obs == "Lung Opacity" else obs
+        if obs == "No Finding":
+            value = 1.0 if not present else ("" if noisy else 0.0)
+        elif name not in pathology.PATHOLOGIES:  # Pneumonia, Pleural Other, Fracture: not drawn
+            value = "" if noisy else 0.0
+        elif not noisy:
+            value = 1.0 if name in present else 0.0
+        elif name in present:
+            value = -1.0 if rng.random() < 0.12 else 1.0
+        else:
+            value = rng.choice(["", 0.0, -1.0], p=[0.75, 0.2, 0.05])
+        row.append(value)
+    return row
+
+
+# ------------------------------------------------------------------ jobs
+def _train_job(job):
+    root, seed, index = job
+    native = _native_size(seed, "train", index)
+    height, width = SMALL_HEIGHT, round(SMALL_HEIGHT * native[1] / native[0])
+    anat, found, pixels = _draw(seed, "train", index, height, width, native)
+    rel = f"{layout.CHEXPERT_ROOTS[0]}/train/patient{FIRST_PATIENT['train'] + index:05d}/study1/view1_frontal.jpg"
+    _write(root / rel, pixels, 90)
+    masks = pathology.masks(anat, found, height, width)
+    row = _label_row(rel, set(found.present), _rng(seed, "train", index, stream=4), noisy=True)
+    return chexpert.cxr_id(rel), row, {p: chexpert.encode(m) for p, m in masks.items()}
+
+
+def _valid_small_job(job):
+    """CheXpert's valid/ (small): the CheXlocalize val patients at 320 px."""
+    root, seed, index = job
+    native = _native_size(seed, "val", index)
+    height, width = SMALL_HEIGHT, round(SMALL_HEIGHT * native[1] / native[0])
+    _, found, pixels = _draw(seed, "val", index, height, width, native)
+    rel = f"{layout.CHEXPERT_ROOTS[0]}/valid/patient{FIRST_PATIENT['val'] + index:05d}/study1/view1_frontal.jpg"
+    _write(root / rel, pixels, 90)
+    return _label_row(rel, set(found.present), _rng(seed, "val", index, stream=4), noisy=False)
+
+
+def _localize_job(job):
+    root, seed, split, index = job
+    native = _native_size(seed, split, index)
+    anat, found, pixels = _draw(seed, split, index, *native, native)
+    folder = "valid" if split == "val" else "test"
+    name = f"patient{FIRST_PATIENT[split] + index:05d}/study1/view1_frontal.jpg"
+    _write(root / layout.CHEXLOCALIZE_IMAGES / split / name, pixels, 92)
+    traced = pathology.masks(anat, found, native[0] // TRACE_SCALE, native[1] // TRACE_SCALE)
+    annotation = {"img_size": list(native)}
+    for p in found.present:
+        contours = polygons(traced[p], native)
+        if contours:
+            annotation[p] = contours
+    present = {p for p in annotation if p != "img_size"}  # labels follow what was annotated
+    row = _label_row(f"CheXpert-v1.0/{folder}/{name}", present, _rng(seed, split, index, stream=4), noisy=False)
+    segmentation = {p: chexpert.encode(chexpert.rasterise(annotation.get(p, []), native))
+                    for p in pathology.PATHOLOGIES} if present else None
+    return chexpert.cxr_id(name), row, annotation if present else None, segmentation
+
+
+def _map(fn, jobs, workers, progress):
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for result in pool.map(fn, jobs, chunksize=1):
+                progress and progress()
+                yield result
+    else:
+        for job in jobs:
+            result = fn(job)
+            progress and progress()
+            yield result
+
+
+def _write_csv(path: Path, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(HEADER)
+        writer.writerows(rows)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(data, fh)
+
+
+def write_chexpert(root: Path, counts: dict, seed: int, val_count: int, workers: int = 1, progress=None) -> int:
+    """CheXpert-v1.0-small (train + valid) under `root`; returns the image count."""
+    rows, masks = [], {}
+    for image_id, row, encoded in _map(_train_job, [(root, seed, i) for i in range(counts["train"])], workers,
+                                       progress):
+        rows.append(row)
+        masks[image_id] = encoded
+    _write_csv(root / layout.CHEXPERT_ROOTS[0] / "train.csv", rows)
+    _write_json(root / layout.PHANTOM_TRAIN_MASKS, masks)
+    valid = list(_map(_valid_small_job, [(root, seed, i) for i in range(val_count)], workers, progress))
+    _write_csv(root / layout.CHEXPERT_ROOTS[0] / "valid.csv", valid)
+    return counts["train"] + val_count
+
+
+def write_chexlocalize(root: Path, counts: dict, seed: int, workers: int = 1, progress=None) -> int:
+    """The CheXlocalize release (val + test images, labels, polygons, RLE) under `root`."""
+    total = 0
+    for split in layout.CHEXLOCALIZE_SPLITS:
+        rows, annotations, segmentations = [], {}, {}
+        jobs = [(root, seed, split, i) for i in range(counts[split])]
+        for image_id, row, annotation, segmentation in _map(_localize_job, jobs, workers, progress):
+            rows.append(row)
+            if annotation is not None:
+                annotations[image_id], segmentations[image_id] = annotation, segmentation
+        _write_csv(root / layout.CHEXLOCALIZE_IMAGES / layout.CHEXLOCALIZE_LABELS.format(split=split), rows)
+        masks = root / layout.CHEXLOCALIZE_MASKS
+        _write_json(masks / layout.CHEXLOCALIZE_ANNOTATIONS.format(split=split), annotations)
+        _write_json(masks / layout.CHEXLOCALIZE_SEGMENTATIONS.format(split=split), segmentations)
+        total += len(jobs)
+    return total

@@ -1,0 +1,176 @@
+"""Seed 004's data: CheXpert label files, CheXlocalize masks (RLE and polygons), and the
+pathology phantoms written in both layouts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from multimix.data import chexpert, layout, pathology, synth_chexseg
+from multimix.errors import InputError
+
+HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(layout.CHEXPERT_OBSERVATIONS)
+
+
+def _csv(tmp_path, rows: list[dict], name="train.csv"):
+    """A CheXpert label file; rows give observation values by name (others blank)."""
+    lines = [HEADER]
+    for k, values in enumerate(rows):
+        path = values.get("Path", f"CheXpert-v1.0-small/train/patient{k + 1:05d}/study1/view1_frontal.jpg")
+        obs = [str(values.get(o, "")) for o in layout.CHEXPERT_OBSERVATIONS]
+        lines.append(",".join([path, "Male", "60", "Frontal", "AP", *obs]))
+    root = tmp_path / "CheXpert-v1.0-small"
+    root.mkdir(exist_ok=True)
+    (root / name).write_text("\n".join(lines) + "\n")
+    return root / name
+
+
+def test_uncertain_label_under_each_policy(tmp_path):
+    path = _csv(tmp_path, [{"Edema": "-1.0", "Cardiomegaly": "1.0", "Lung Opacity": "0.0"}])
+    expected = {"ones": 1.0, "zeros": 0.0}
+    for policy in chexpert.POLICIES:
+        row = chexpert.read_labels(path, policy).iloc[0]
+        if policy == "ignore":
+            assert np.isnan(row["Edema"])
+        else:
+            assert row["Edema"] == expected[policy]
+        assert row["Cardiomegaly"] == 1.0 and row["Airspace Opacity"] == 0.0
+        assert row["Pneumothorax"] == 0.0  # blank = not mentioned = negative
+        assert row["uncertain"] == 1
+    with pytest.raises(ValueError, match="uncertainty policy 'maybe'"):
+        chexpert.apply_policy(pd.Series([1.0]), "maybe")
+
+
+def test_label_file_ids_and_image_paths(tmp_path):
+    path = _csv(tmp_path, [{"Path": "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg"}],
+                name="valid.csv")
+    row = chexpert.read_labels(path).iloc[0]
+    assert row["id"] == "patient64541_study1_view1_frontal"
+    assert row["file"] == str(path.parent / "valid" / "patient64541" / "study1" / "view1_frontal.jpg")
+    elsewhere = chexpert.read_labels(path, image_dir=tmp_path / "CheXpert" / "val").iloc[0]
+    assert elsewhere["file"] == str(tmp_path / "CheXpert" / "val" / "patient64541" / "study1" / "view1_frontal.jpg")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"Edema": "2"}, r"row 2, column 'Edema': '2'; expected 1, 0, -1 or blank"),
+    ({"Path": "images/00000001_000.png"}, r"row 2, column 'Path': .* not a CheXpert image path"),
+])
+def test_bad_label_rows_name_file_row_and_column(tmp_path, values, message):
+    path = _csv(tmp_path, [values])
+    with pytest.raises(InputError, match=message):
+        chexpert.read_labels(path)
+
+
+def test_a_label_file_without_an_observation_column(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("Path,Edema\nCheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg,1\n")
+    with pytest.raises(InputError, match=r"train.csv: missing column 'Enlarged Cardiomediastinum'"):
+        chexpert.read_labels(path)
+
+
+def test_a_row_whose_image_is_missing_is_listed(tmp_path):
+    path = _csv(tmp_path, [{}, {}])
+    present = path.parent / "train" / "patient00001" / "study1" / "view1_frontal.jpg"
+    present.parent.mkdir(parents=True)
+    present.write_bytes(b"\xff\xd8")
+    found, missing = chexpert.with_images(chexpert.read_labels(path), "chexpert")
+    assert list(found["id"]) == ["patient00001_study1_view1_frontal"]
+    assert len(missing) == 1 and missing[0][0].endswith("patient00002/study1/view1_frontal.jpg")
+    assert "has no image file" in missing[0][1]
+
+
+def test_rle_and_polygon_give_the_same_mask(tmp_path):
+    # a square with corners (2, 1) and (5, 4) in (x, y), and a triangle
+    polygons = [[[2, 1], [5, 1], [5, 4], [2, 4]], [[8, 6], [11, 6], [8, 9]]]
+    mask = chexpert.rasterise(polygons, (12, 14))
+    expected = np.zeros((12, 14), bool)
+    expected[1:5, 2:6] = True  # filled with its outline: rows 1-4, columns 2-5
+    assert mask[:6].tolist() == expected[:6].tolist()
+    assert mask[6, 8:12].all() and mask[9, 8] and not mask[9, 9]  # the triangle's corners
+    # a sliver: its fill covers no pixel centre, its outline (CheXlocalize's convention) does
+    assert chexpert.rasterise([[[1, 1], [6, 1], [6, 1.3]]], (4, 8))[1, 1:7].all()
+    ann = {"patient64541_study1_view1_frontal": {"img_size": [12, 14], "Cardiomegaly": polygons}}
+    seg = {"patient64541_study1_view1_frontal": {"Cardiomegaly": chexpert.encode(mask)}}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    (tmp_path / "seg.json").write_text(json.dumps(seg))
+    from_polygons = chexpert.read_annotations(tmp_path / "ann.json")["patient64541_study1_view1_frontal"]
+    from_rle = chexpert.read_segmentations(tmp_path / "seg.json")["patient64541_study1_view1_frontal"]
+    decoded = chexpert.decode(from_rle["Cardiomegaly"])
+    assert decoded.shape == (12, 14) and (decoded == from_polygons["Cardiomegaly"]).all()
+    assert (decoded == mask).all()
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"x": {"Heart": {"size": [2, 2], "counts": "04"}}}, r"'x' has key 'Heart'; expected one of"),
+    ({"x": {"Edema": {"size": [2, 2]}}}, r"'x' / 'Edema': expected"),
+    ([1, 2], r"expected an object keyed by CXR id"),
+])
+def test_malformed_segmentation_files(tmp_path, content, message):
+    (tmp_path / "seg.json").write_text(json.dumps(content))
+    with pytest.raises(InputError, match=message):
+        chexpert.read_segmentations(tmp_path / "seg.json")
+
+
+def test_every_pathology_has_an_exact_mask_and_changes_the_pixels():
+    for name in pathology.PATHOLOGIES:
+        anat, found = pathology.sample_patient(np.random.default_rng(1), present=(name,))
+        healthy, _ = pathology.sample_patient(np.random.default_rng(1), present=())
+        masks = pathology.masks(anat, found, 200, 240)
+        assert masks[name].any(), name
+        assert not any(m.any() for p, m in masks.items() if p != name), name
+        # the same mask at another size: the shape, not a resampled picture
+        big = pathology.masks(anat, found, 400, 480)[name]
+        assert abs(big.mean() - masks[name].mean()) < 0.2 * masks[name].mean() + 1e-3, name
+        diff = np.abs(pathology.render(anat, found, 200, 240) - pathology.render(healthy, pathology.Findings(), 200, 240))
+        if name not in ("Cardiomegaly", "Enlarged Cardiomediastinum"):  # these reshape the whole chest
+            inside = diff[masks[name]].mean()
+            assert inside > 2 * diff[~masks[name]].mean() and inside > 0.02, name
+    with pytest.raises(ValueError, match="unknown pathology 'Fracture'"):
+        pathology.sample_patient(np.random.default_rng(0), present=("Fracture",))
+
+
+def test_phantom_sources_in_both_layouts(tmp_path):
+    n = synth_chexseg.write_chexpert(tmp_path / "chexpert", {"train": 8}, seed=0, val_count=3)
+    assert n == 11
+    root = tmp_path / "chexpert" / "CheXpert-v1.0-small"
+    assert (root / "train.csv").read_text().splitlines()[0] == HEADER
+    train = chexpert.read_labels(root / "train.csv", "zeros")
+    found, missing = chexpert.with_images(train, "chexpert")
+    assert len(found) == 8 and not missing
+    assert train["id"].iloc[0] == "patient00001_study1_view1_frontal"
+    truth = json.loads((tmp_path / "chexpert" / layout.PHANTOM_TRAIN_MASKS).read_text())
+    raw = pd.read_csv(root / "train.csv")
+    for k, image_id in enumerate(train["id"]):
+        for p in pathology.PATHOLOGIES:
+            present = chexpert.decode(truth[image_id][p]).any()
+            value = raw[layout.CHEXPERT_COLUMN[p]].iloc[k]
+            # the labeler: present -> 1 or -1, absent -> blank, 0 or -1
+            assert (value in (1.0, -1.0)) if present else (np.isnan(value) or value in (0.0, -1.0))
+    valid = chexpert.read_labels(root / "valid.csv")
+    assert list(valid["id"]) == [f"patient{64541 + k}_study1_view1_frontal" for k in range(3)]
+
+    synth_chexseg.write_chexlocalize(tmp_path / "chexlocalize", {"val": 3, "test": 2}, seed=0)
+    loc = tmp_path / "chexlocalize"
+    for split, first in (("val", 64541), ("test", 64741)):
+        labels = chexpert.read_labels(loc / "CheXpert" / f"{split}_labels.csv", image_dir=loc / "CheXpert" / split)
+        assert chexpert.with_images(labels, "chexlocalize")[1] == []
+        assert labels["id"].iloc[0] == f"patient{first}_study1_view1_frontal"
+        seg = chexpert.read_segmentations(loc / "CheXlocalize" / f"gt_segmentations_{split}.json")
+        ann = chexpert.read_annotations(loc / "CheXlocalize" / f"gt_annotations_{split}.json")
+        assert set(seg) == set(ann) == {i for i, row in labels.set_index("id").iterrows()
+                                        if row[list(pathology.PATHOLOGIES)].sum() > 0}
+        for image_id in seg:
+            assert set(seg[image_id]) == set(pathology.PATHOLOGIES)  # all ten, empty ones too
+            row = labels.set_index("id").loc[image_id]
+            for p, rle in seg[image_id].items():
+                mask = chexpert.decode(rle)
+                assert mask.any() == (row[p] == 1.0)  # radiologist labels follow the masks
+                assert (mask == ann[image_id][p]).all() if p in ann[image_id] else not mask.any()
+    # the small valid/ image and the native val image are the same patient
+    native = synth_chexseg._native_size(0, "val", 0)
+    anat, found = synth_chexseg.patient(0, "val", 0, native[1] / native[0])
+    assert tuple(valid.iloc[0][list(pathology.PATHOLOGIES)] == 1.0) == tuple(p in found.present
+                                                                              for p in pathology.PATHOLOGIES)
