@@ -1,5 +1,7 @@
-"""Loss terms: MultiMix (paper Eqs. 1, 2 and 5) and the segmentation losses of
-seed 003 (Imran & Terzopoulos, MLMI 2019, Eqs. 1, 3 and 4).
+"""Loss terms: MultiMix (paper Eqs. 1, 2 and 5), the segmentation losses of
+seed 003 (Imran & Terzopoulos, MLMI 2019, Eqs. 1, 3 and 4) and CheXseg's (seed 004,
+Gadgil et al. 2021: class-average Dice, distillation at a sigmoid temperature,
+the multi-label classifier's BCE).
 
     L = CE(c_l, ĉ_l) + λ · L_u^c + α · Dice(s_l, ŝ_l) + β · L_u^s
 
@@ -139,3 +141,36 @@ def deep_supervision_loss(side_logits: list[torch.Tensor], target: torch.Tensor,
             (F.adaptive_avg_pool2d(target.float(), logits.shape[-2:]) >= 0.5).float()
         total = total + w * segmentation_loss(logits, y, **loss)
     return total
+
+
+# ------------------------------------------------------------------ seed 004 (CheXseg)
+def class_average_dice_loss(mask_logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """CheXseg's segmentation loss: soft Dice per image and pathology (channel), averaged
+    over both — every pathology weighs the same, however small its masks."""
+    p = torch.sigmoid(mask_logits.float()).flatten(2)
+    g = target.float().flatten(2)
+    dice = (2 * (p * g).sum(2) + smooth) / (p.sum(2) + g.sum(2) + smooth)
+    return (1 - dice).mean()
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """BCE of the student's sigmoid(s / tau) against the teacher's sigmoid(t / tau), per pixel
+    and pathology (CheXseg B.4, tau = 10). No tau^2 factor: the paper states none, and Adam's
+    updates do not depend on the loss scale."""
+    target = torch.sigmoid(teacher_logits.float().detach() / temperature)
+    return F.binary_cross_entropy_with_logits(student_logits.float() / temperature, target)
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Multi-label BCE over the labels that are known; NaN (an uncertain label under the
+    `ignore` policy) is left out of the mean."""
+    known = ~torch.isnan(labels)
+    if not known.any():
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits.float()[known], labels[known].float())
+
+
+def expert_slots(batch: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    """CheXseg's mixing: each slot of a batch holds an expert-annotated image with
+    probability p, else a pseudo-labelled one (p = 1 fully, p = 0 weakly supervised)."""
+    return torch.rand(batch, generator=gen) < p
