@@ -4,6 +4,7 @@ pathology phantoms written in both layouts."""
 from __future__ import annotations
 
 import json
+from shutil import copyfile as shutil_copy
 
 import numpy as np
 import pandas as pd
@@ -133,7 +134,7 @@ def test_every_pathology_has_an_exact_mask_and_changes_the_pixels():
 
 
 def test_phantom_sources_in_both_layouts(tmp_path):
-    n = synth_chexseg.write_chexpert(tmp_path / "chexpert", {"train": 8}, seed=0, val_count=3)
+    n = synth_chexseg.write_chexpert(tmp_path / "chexpert", {"train": 8, "valid": 3}, seed=0)
     assert n == 11
     root = tmp_path / "chexpert" / "CheXpert-v1.0-small"
     assert (root / "train.csv").read_text().splitlines()[0] == HEADER
@@ -174,3 +175,97 @@ def test_phantom_sources_in_both_layouts(tmp_path):
     anat, found = synth_chexseg.patient(0, "val", 0, native[1] / native[0])
     assert tuple(valid.iloc[0][list(pathology.PATHOLOGIES)] == 1.0) == tuple(p in found.present
                                                                               for p in pathology.PATHOLOGIES)
+
+
+# ------------------------------------------------------------------ harmonise and preprocess
+CHEXSEG_COUNTS = {"chexpert": {"train": 5, "valid": 2}, "chexlocalize": {"val": 3, "test": 2}}
+
+
+@pytest.fixture(scope="module")
+def chexseg_raw(tmp_path_factory):
+    from multimix.config import load_config
+    from multimix.data.acquire import synthesise
+
+    from conftest import write_params
+
+    folder = tmp_path_factory.mktemp("chexseg")
+    synthesise(load_config(write_params(folder, data={"datasets": ["chexpert", "chexlocalize"]},
+                                        synth={"counts": CHEXSEG_COUNTS})), show_progress=False)
+    return folder / "raw"
+
+
+def _project(tmp_path, chexseg_raw):
+    import shutil
+
+    from multimix.config import load_config
+
+    from conftest import write_params
+
+    shutil.copytree(chexseg_raw, tmp_path / "raw")
+    return load_config(write_params(tmp_path, data={"datasets": ["chexpert", "chexlocalize"]},
+                                    synth={"counts": CHEXSEG_COUNTS}, preprocess={"size": 32, "workers": 1}))
+
+
+def test_harmonise_and_preprocess_the_seed_004_sources(tmp_path, chexseg_raw):
+    import h5py
+
+    from multimix.data.harmonise import harmonise
+    from multimix.data.preprocess import preprocess
+
+    cfg = _project(tmp_path, chexseg_raw)
+    manifest, rejected, summaries = harmonise(cfg)
+    assert rejected.empty
+    for s in summaries:
+        assert s.files_used + s.rejected_files + s.skipped == s.files_found, s
+    assert manifest["dataset"].value_counts().to_dict() == {"chexpert": 7, "chexlocalize": 5}
+    row = manifest.set_index("id").loc["chexlocalize/val/patient64541_study1_view1_frontal"]
+    assert row["mask_paths"].endswith("gt_segmentations_val.json") and row["official_split"] == "val"
+    cfg.interim_dir.mkdir(parents=True)
+    manifest.to_csv(cfg.interim_dir / "manifest.csv", index=False)
+    preprocess(cfg)
+    with h5py.File(cfg.processed_dir / "chexlocalize.h5") as f:
+        ids = [i.decode() for i in f["ids"][:]]
+        k = ids.index("chexlocalize/val/patient64541_study1_view1_frontal")
+        assert f["masks"].shape == (5, 10, 32, 32) and f["labels"].shape == (5, 10)
+        seg = chexpert.read_segmentations(chexseg_raw / "chexlocalize" / "CheXlocalize" / "gt_segmentations_val.json")
+        for c, p in enumerate(pathology.PATHOLOGIES):
+            native = chexpert.decode(seg["patient64541_study1_view1_frontal"][p])
+            assert f["labels"][k, c] == float(native.any())
+            # the area rule: a 32 x 32 mask covers about the native mask's share of the image
+            assert abs(f["masks"][k, c].mean() - native.mean()) < 0.02, p
+        assert tuple(f["native_hw"][k]) == native.shape
+    with h5py.File(cfg.processed_dir / "chexpert.h5") as f:
+        assert "masks" not in f and f["labels"].shape == (7, 10)
+        raw = pd.read_csv(chexseg_raw / "chexpert" / "CheXpert-v1.0-small" / "train.csv")
+        first = [raw[layout.CHEXPERT_COLUMN[p]].iloc[0] for p in pathology.PATHOLOGIES]
+        ids = [i.decode() for i in f["ids"][:]]
+        got = f["labels"][ids.index("chexpert/train/patient00001_study1_view1_frontal")]
+        assert np.array_equal(got, np.array(first, np.float32), equal_nan=True)  # raw: 1 / 0 / -1 / NaN
+
+
+def test_harmonise_lists_every_bad_seed_004_input(tmp_path, chexseg_raw):
+    from multimix.data.harmonise import harmonise
+
+    cfg = _project(tmp_path, chexseg_raw)
+    raw = tmp_path / "raw"
+    train = raw / "chexpert" / "CheXpert-v1.0-small" / "train"
+    (train / "patient00002" / "study1" / "view1_frontal.jpg").unlink()          # a row without its image
+    stray = train / "patient09999" / "study1" / "view1_frontal.jpg"
+    stray.parent.mkdir(parents=True)
+    shutil_copy(train / "patient00001" / "study1" / "view1_frontal.jpg", stray)  # an image without a row
+    seg_path = raw / "chexlocalize" / "CheXlocalize" / "gt_segmentations_val.json"
+    seg = json.loads(seg_path.read_text())
+    first = next(iter(seg))
+    seg[first] = {p: chexpert.encode(np.zeros((10, 12), bool)) for p in pathology.PATHOLOGIES}  # wrong size
+    seg["patient99999_study1_view1_frontal"] = seg[first]                         # masks of an unlisted image
+    seg_path.write_text(json.dumps(seg))
+    manifest, rejected, summaries = harmonise(cfg)
+    for s in summaries:
+        assert s.files_used + s.rejected_files + s.skipped == s.files_found, s
+    reasons = dict(zip(rejected["path"], rejected["reason"]))
+    assert any("patient00002/study1/view1_frontal.jpg is absent" in r for r in reasons.values())
+    assert "image with no row in train.csv, valid.csv" in reasons[str(stray)]
+    assert any("masks of an image that val_labels.csv does not list" in r for r in reasons.values())
+    bad = next(r for p, r in reasons.items() if first.split("_")[0] in p)
+    assert "are 12x10, the image" in bad
+    assert len(manifest) == 7 + 5 - 2  # the absent image and the mis-sized masks' image

@@ -24,9 +24,11 @@ import yaml
 
 from multimix.errors import InputError
 
-DATASETS = ("jsrt", "chex", "mcu", "nihx", "shenzhen")
+# MultiMix's and seed 003's sources (the default), then seed 004's (CheXseg)
+DEFAULT_DATASETS = ("jsrt", "chex", "mcu", "nihx", "shenzhen")
+DATASETS = DEFAULT_DATASETS + ("chexpert", "chexlocalize")
 SOURCES = ("synthetic", "download", "local")
-Dataset = Literal["jsrt", "chex", "mcu", "nihx", "shenzhen"]
+Dataset = Literal["jsrt", "chex", "mcu", "nihx", "shenzhen", "chexpert", "chexlocalize"]
 # a training source: a dataset, or one of seed 003's cohorts (layout.COHORTS)
 TrainingSource = Literal["jsrt", "chex", "mcu", "nihx", "shenzhen", "jcx", "mcx", "scx", "ccx"]
 
@@ -44,7 +46,7 @@ class DataConfig:
     source: Literal["synthetic", "download", "local"] = "synthetic"
     raw_dir: str = "data/raw"
     interim_dir: str = "data/interim"
-    datasets: tuple[Dataset, ...] = DATASETS
+    datasets: tuple[Dataset, ...] = DEFAULT_DATASETS
     nihx: NihxConfig = field(default_factory=NihxConfig)
 
 

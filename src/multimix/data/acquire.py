@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from multimix.config import Config, config_to_dict
 from multimix.data import download as downloader
-from multimix.data import layout, synth
+from multimix.data import layout, synth, synth_chexseg
 from multimix.errors import InputError
 
 RECEIPT = "acquired.json"
@@ -82,7 +82,7 @@ def fingerprint(root: Path, content: bool) -> dict:
 def _synth_settings(cfg: Config, counts: dict, dataset: str) -> dict:
     return {"preset": cfg.synth.preset, "seed": cfg.synth.seed, "chex_layout": cfg.synth.chex_layout,
             "opacity_scale": cfg.synth.opacity_scale, "findings": cfg.synth.findings, "counts": counts[dataset],
-            "version": synth.VERSION}
+            "version": synth_chexseg.VERSION if dataset in synth_chexseg.WRITERS else synth.VERSION}
 
 
 def synthesise(cfg: Config, datasets: list[str] | None = None, show_progress: bool = True,

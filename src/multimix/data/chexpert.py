@@ -21,6 +21,7 @@ the same mask.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -60,8 +61,11 @@ def image_file(csv_path: Path, path: str, image_dir: Path | None = None) -> Path
     return folder / m["patient"] / m["study"] / f"{m['view']}.jpg"
 
 
-def apply_policy(values: pd.Series, policy: str) -> pd.Series:
-    """One observation's raw values (1, 0, -1, NaN) -> training targets (1, 0, NaN = ignore)."""
+def apply_policy(values: pd.Series, policy: str | None) -> pd.Series:
+    """One observation's raw values (1, 0, -1, NaN) -> training targets (1, 0, NaN = ignore);
+    policy None keeps the raw values (what harmonise records)."""
+    if policy is None:
+        return values
     if policy not in POLICIES:
         raise ValueError(f"uncertainty policy {policy!r}; expected one of {', '.join(POLICIES)}")
     out = values.fillna(0.0)
@@ -69,9 +73,10 @@ def apply_policy(values: pd.Series, policy: str) -> pd.Series:
     return out.mask(uncertain, {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[policy])
 
 
-def read_labels(csv_path: Path, policy: str = "ones", image_dir: Path | None = None) -> pd.DataFrame:
+def read_labels(csv_path: Path, policy: str | None = "ones", image_dir: Path | None = None) -> pd.DataFrame:
     """A label CSV -> one row per image: id, path (as written), file (where it lies), view,
-    the ten pathologies' targets under `policy`, and `uncertain` (how many were -1).
+    the ten pathologies' targets under `policy` (None: the raw 1 / 0 / -1 / NaN), and
+    `uncertain` (how many were -1).
     Raises InputError naming the file, row and column of anything unexpected."""
     csv_path = Path(csv_path)
     try:
@@ -119,6 +124,28 @@ def with_images(labels: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[t
     missing = [(row.file, f"{source}: label row {row.path!r} has no image file")
                for row in labels[~exists].itertuples()]
     return labels[exists].reset_index(drop=True), missing
+
+
+def label_text(values) -> str:
+    """The ten raw values as the manifest stores them: `1;0;;-1;…` (blank = not mentioned)."""
+    return ";".join("" if pd.isna(v) else f"{float(v):g}" for v in values)
+
+
+def parse_label_text(text: str) -> np.ndarray:
+    """The manifest's label text -> (10,) float32 raw values (NaN = blank)."""
+    parts = str(text).split(";")
+    if len(parts) != len(layout.CHEXLOCALIZE_PATHOLOGIES):
+        raise ValueError(f"expected {len(layout.CHEXLOCALIZE_PATHOLOGIES)} ';'-separated labels, found {len(parts)}")
+    return np.array([float(p) if p else np.nan for p in parts], dtype=np.float32)
+
+
+def policy_targets(raw: np.ndarray, policy: str) -> np.ndarray:
+    """Raw values (…, 10) -> training targets under `policy` (blank = 0; -1 per policy)."""
+    if policy not in POLICIES:
+        raise ValueError(f"uncertainty policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    out = np.nan_to_num(np.asarray(raw, dtype=np.float32), nan=0.0)
+    out[out == -1.0] = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[policy]
+    return out
 
 
 # ------------------------------------------------------------------ masks
@@ -178,6 +205,39 @@ def read_segmentations(path: Path) -> dict[str, dict[str, dict]]:
             if not ok:
                 raise InputError(f"{path}: {image!r} / {name!r}: expected {{\"size\": [h, w], \"counts\": RLE string}}")
     return data
+
+
+def annotation_sizes(path: Path) -> dict[str, tuple[int, int]]:
+    """gt_annotations_*.json -> {id: (h, w)}, its structure checked, nothing rasterised."""
+    path = Path(path)
+    out = {}
+    for image, entry in _load_json(path).items():
+        size = entry.get("img_size") if isinstance(entry, dict) else None
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+            raise InputError(f"{path}: {image!r}: expected \"img_size\": [h, w] and polygons per pathology")
+        for name in entry:
+            if name != "img_size":
+                _check_pathology(path, image, name)
+        out[image] = (size[0], size[1])
+    return out
+
+
+def masks_of(path: Path, image: str) -> dict[str, np.ndarray] | None:
+    """One image's masks from either CheXlocalize file (None if the file does not list it)."""
+    data = _cached_json(str(path))
+    entry = data.get(image)
+    if entry is None:
+        return None
+    if "img_size" in entry:
+        size = tuple(entry["img_size"])
+        return {p: rasterise(entry.get(p, []), size) for p in layout.CHEXLOCALIZE_PATHOLOGIES}
+    return {p: decode(rle) for p, rle in entry.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_json(path: str) -> dict:
+    """A mask file read once per process (preprocess workers read many images from it)."""
+    return _load_json(Path(path))
 
 
 def read_annotations(path: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -10,6 +10,11 @@ Counting rule: every file found under a source's folder is exactly one of
   - skipped    (a known non-input an official archive carries: clinical
                 readings, SCR heart/clavicle masks, documentation, OS litter).
 Label-file rows whose image is needed but absent are rejected as rows.
+Seed 004's sources: CheXpert (label CSVs + JPEG tree; the ten CheXlocalize pathologies'
+raw labels 1 / 0 / -1 / blank go to the `labels` column, the uncertainty policy is
+applied at training time) and CheXlocalize (val/test images and labels, masks from
+gt_segmentations_*.json or, without it, the polygons of gt_annotations_*.json; an image's
+`mask_paths` is that JSON file, read by CXR id).
 NIH images outside the NIHX subset, and Shenzhen images that the separate
 mask release does not cover, are rejected with kind `excluded`, not
 `invalid`, so they can be told apart from bad files.
@@ -29,12 +34,12 @@ import numpy as np
 import pandas as pd
 
 from multimix.config import Config
-from multimix.data import formats, layout
+from multimix.data import chexpert, formats, layout
 from multimix.errors import InputError
 
 MANIFEST_COLUMNS = [
     "id", "dataset", "image_path", "mask_paths", "label", "official_split",
-    "height", "width", "bit_depth", "channels", "format", "finding",
+    "height", "width", "bit_depth", "channels", "format", "finding", "labels",
 ]
 REJECTED_COLUMNS = ["dataset", "path", "kind", "reason"]
 DOC_SUFFIXES = {".pdf", ".txt", ".md", ".doc", ".docx", ".xls", ".xlsx", ".csv", ".html", ".rtf"}
@@ -58,6 +63,8 @@ class Candidate:
     official_split: str = ""
     finding: str = ""
     kind: str = "png"  # png | jpeg | jsrt_raw
+    labels: str = ""  # seed 004: the ten pathologies' raw labels (chexpert.label_text)
+    mask_json: bool = False  # masks: one CheXlocalize JSON, keyed by CXR id, of size mask_size
 
 
 @dataclass
@@ -269,6 +276,123 @@ def scan_shenzhen(root: Path) -> Scan:
     return scan
 
 
+def _chexpert_rows(scan: Scan, csv: Path, split: str, image_dir: Path | None = None) -> dict[Path, tuple]:
+    """A label file's rows by image file: (split, CXR id, label text, row number)."""
+    table = chexpert.read_labels(csv, policy=None, image_dir=image_dir)
+    scan.label_files.append(csv)
+    values = table[list(layout.CHEXLOCALIZE_PATHOLOGIES)].to_numpy()
+    return {Path(f): (split, cxr, chexpert.label_text(v), k + 2)
+            for k, (f, cxr, v) in enumerate(zip(table["file"], table["id"], values))}
+
+
+def _reject_absent(scan: Scan, rows: dict[Path, tuple], seen: set[Path], csv_of: dict[str, Path]) -> None:
+    for file, (split, _, _, line) in rows.items():
+        if file not in seen:
+            scan.reject(f"{csv_of[split]}:row {line}", f"label-file row whose image {file} is absent")
+            scan.rows_rejected += 1
+
+
+def scan_chexpert(root: Path) -> Scan:
+    """CheXpert-v1.0-small (or -v1.0): train.csv / valid.csv and their JPEG trees. If both
+    releases are unpacked, the small one is used and the other listed as excluded."""
+    scan = Scan("chexpert")
+    found = [r for r in layout.CHEXPERT_ROOTS if any((root / r / n).is_file() for n in layout.CHEXPERT_CSVS)]
+    if not found:
+        raise InputError(f"chexpert: no label file; expected {layout.expected('chexpert', root.parent)}")
+    use = root / found[0]
+    csv_of = {Path(n).stem: use / n for n in layout.CHEXPERT_CSVS if (use / n).is_file()}
+    rows: dict[Path, tuple] = {}
+    for split, csv in csv_of.items():
+        rows |= _chexpert_rows(scan, csv, split)
+    seen: set[Path] = set()
+    for path in _walk(root, scan):
+        if path in csv_of.values():
+            continue
+        if path.name == layout.PHANTOM_TRAIN_MASKS or path.suffix.lower() in DOC_SUFFIXES:
+            scan.skipped.append(str(path))  # the phantoms' evaluation truth, other CSVs, docs
+        elif path.suffix.lower() not in {".jpg", ".jpeg"}:
+            scan.reject(path, "unrecognised file (expected <split>/patientN/studyN/viewN_<view>.jpg and the CSVs)")
+        elif use not in path.parents:
+            scan.reject(path, f"another copy of CheXpert (using {use.name})", kind="excluded")
+        elif path not in rows:
+            scan.reject(path, f"image with no row in {', '.join(p.name for p in csv_of.values())}")
+        else:
+            split, cxr, labels, _ = rows[path]
+            seen.add(path)
+            scan.candidates.append(Candidate(id=f"chexpert/{split}/{cxr}", dataset="chexpert", image=path,
+                                             official_split=split, kind="jpeg", labels=labels))
+    _reject_absent(scan, rows, seen, csv_of)
+    return scan
+
+
+def scan_chexlocalize(root: Path) -> Scan:
+    """The CheXlocalize release: per split (val, test) the label file, the images and the
+    radiologists' masks (RLE, else polygons). Its saliency maps and human-benchmark files
+    are not inputs (skipped)."""
+    scan = Scan("chexlocalize")
+    images, masks = root / layout.CHEXLOCALIZE_IMAGES, root / layout.CHEXLOCALIZE_MASKS
+    csv_of, mask_of, rows = {}, {}, {}
+    for split in layout.CHEXLOCALIZE_SPLITS:
+        csv = images / layout.CHEXLOCALIZE_LABELS.format(split=split)
+        if not csv.is_file():
+            continue
+        csv_of[split] = csv
+        rows |= _chexpert_rows(scan, csv, split, image_dir=images / split)
+        for name in (layout.CHEXLOCALIZE_SEGMENTATIONS, layout.CHEXLOCALIZE_ANNOTATIONS):
+            if (masks / name.format(split=split)).is_file():
+                mask_of[split] = masks / name.format(split=split)
+                break
+        else:
+            raise InputError(f"chexlocalize: {split} images but no masks; expected {layout.expected('chexlocalize', root.parent)}")
+    if not csv_of:
+        raise InputError(f"chexlocalize: no label file; expected {layout.expected('chexlocalize', root.parent)}")
+    sizes: dict[str, dict[str, tuple[int, int]]] = {}
+    for split, path in mask_of.items():
+        scan.label_files.append(path)
+        sizes[split] = _mask_sizes(path)
+        listed = {cxr for s, cxr, _, _ in rows.values() if s == split}
+        for cxr in sorted(set(sizes[split]) - listed):
+            scan.reject(f"{path}:{cxr}", f"masks of an image that {csv_of[split].name} does not list")
+            scan.rows_rejected += 1
+    seen: set[Path] = set()
+    for path in _walk(root, scan):
+        if path in csv_of.values() or path in mask_of.values():
+            continue
+        if path.suffix.lower() in DOC_SUFFIXES | {".json", ".pkl"}:
+            scan.skipped.append(str(path))  # polygons beside the RLE, Grad-CAM maps, human benchmark
+        elif path.suffix.lower() not in {".jpg", ".jpeg"}:
+            scan.reject(path, "unrecognised file (expected CheXpert/<split>/patientN/studyN/viewN_<view>.jpg)")
+        elif path not in rows:
+            scan.reject(path, f"image with no row in {', '.join(p.name for p in csv_of.values())}")
+        else:
+            split, cxr, labels, _ = rows[path]
+            seen.add(path)
+            if cxr not in sizes[split] and "1" in labels.split(";"):
+                scan.reject(path, f"positive labels in {csv_of[split].name} but no masks in {mask_of[split].name}")
+                continue
+            scan.candidates.append(Candidate(
+                id=f"chexlocalize/{split}/{cxr}", dataset="chexlocalize", image=path, official_split=split,
+                kind="jpeg", labels=labels, masks=(mask_of[split],), mask_json=True,
+                mask_size=sizes[split].get(cxr),  # None: no positive label, no masks (all empty)
+            ))
+    _reject_absent(scan, rows, seen, csv_of)
+    return scan
+
+
+def _mask_sizes(path: Path) -> dict[str, tuple[int, int]]:
+    """(h, w) of every image a CheXlocalize mask file covers (checked file structure)."""
+    if path.name.startswith("gt_segmentations"):
+        out = {}
+        for cxr, entry in chexpert.read_segmentations(path).items():
+            shapes = {tuple(rle["size"]) for rle in entry.values()}
+            if len(shapes) > 1:
+                raise InputError(f"{path}: {cxr!r}: its pathologies' masks differ in size ({sorted(shapes)})")
+            if shapes:
+                out[cxr] = shapes.pop()
+        return out
+    return chexpert.annotation_sizes(path)
+
+
 def nihx_normal_count(n_pneumonia: int, requested: int | str) -> int:
     if requested == "auto":
         return int(round(NIHX_PAPER_RATIO * n_pneumonia))
@@ -373,7 +497,10 @@ def _validate(c: Candidate) -> dict | Rejection:
     except formats.ImageDecodeError as exc:
         return Rejection(c.dataset, str(c.image), str(exc))
     want = c.mask_size or (info.height, info.width)
-    for mask in c.masks:
+    if c.mask_json and want != (info.height, info.width):
+        return Rejection(c.dataset, str(c.image), f"its masks in {c.masks[0]} are {want[1]}x{want[0]}, the image "
+                                                  f"{info.width}x{info.height}")
+    for mask in () if c.mask_json else c.masks:
         try:
             shape = formats.read_mask(mask).shape
         except formats.ImageDecodeError as exc:
@@ -386,7 +513,7 @@ def _validate(c: Candidate) -> dict | Rejection:
         "mask_paths": ";".join(str(m) for m in c.masks),
         "label": "" if c.label is None else c.label, "official_split": c.official_split,
         "height": info.height, "width": info.width, "bit_depth": info.bit_depth, "channels": info.channels,
-        "format": fmt, "finding": c.finding,
+        "format": fmt, "finding": c.finding, "labels": c.labels,
     }
 
 
@@ -435,6 +562,10 @@ def scan_source(dataset: str, root: Path, cfg: Config) -> Scan:
         scan = scan_mcu(root)
     elif dataset == "shenzhen":
         scan = scan_shenzhen(root)
+    elif dataset == "chexpert":
+        scan = scan_chexpert(root)
+    elif dataset == "chexlocalize":
+        scan = scan_chexlocalize(root)
     else:
         scan = scan_nihx(root, cfg.data.nihx.normal_count, cfg.data.nihx.seed)
     if not scan.candidates and not scan.rejected:
@@ -456,13 +587,17 @@ def harmonise(cfg: Config, progress_factory=None) -> tuple[pd.DataFrame, pd.Data
         # A rejected image takes its masks with it: they are listed, not lost.
         by_image = {c.image: c for c in scan.candidates}
         for r in bad:
-            for mask in by_image[Path(r.path)].masks:
+            c = by_image[Path(r.path)]
+            for mask in () if c.mask_json else c.masks:  # a shared mask file serves the other images
                 scan.reject(mask, f"mask of rejected image {Path(r.path).name}")
         scan.rejected.extend(bad)
         rows.extend(accepted)
         rejected.extend(scan.rejected)
-        files_used = sum(1 + len(r["mask_paths"].split(";")) if r["mask_paths"] else 1 for r in accepted)
-        files_used += len(scan.label_files)
+        # images, their mask files and the label files, each counted once (CheXlocalize's
+        # masks of all images share one JSON file per split)
+        used = {r["image_path"] for r in accepted} | {m for r in accepted if r["mask_paths"]
+                                                        for m in r["mask_paths"].split(";")}
+        files_used = len(used | {str(p) for p in scan.label_files})
         summaries.append(Summary(
             dataset=dataset, files_found=scan.files_found, accepted=len(accepted), files_used=files_used,
             rejected_files=len(scan.rejected) - scan.rows_rejected, rejected_rows=scan.rows_rejected,

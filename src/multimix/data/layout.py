@@ -119,6 +119,15 @@ EXPECTED = {
         "masks {raw}/shenzhen/" + SHENZHEN_MASKS + "/CHNCXR_XXXX_Y" + SHENZHEN_MASK_SUFFIX + ".png (the separate "
         "mask release; any depth works)"
     ),
+    "chexpert": (
+        "{raw}/chexpert/" + CHEXPERT_ROOTS[0] + "/{{train,valid}}.csv with the JPEGs under {{train,valid}}/patientNNNNN/"
+        "studyN/viewN_<frontal|lateral>.jpg (CheXpert-v1.0-small.zip unpacked; CheXpert-v1.0 works too)"
+    ),
+    "chexlocalize": (
+        "{raw}/chexlocalize/" + CHEXLOCALIZE_IMAGES + "/{{val,test}}_labels.csv, the JPEGs under " + CHEXLOCALIZE_IMAGES
+        + "/{{val,test}}/patientNNNNN/studyN/viewN_<view>.jpg and " + CHEXLOCALIZE_MASKS
+        + "/gt_segmentations_{{val,test}}.json (or gt_annotations_{{val,test}}.json) (the CheXlocalize release unpacked)"
+    ),
     "nihx": (
         "{raw}/nihx/" + NIH_LABEL_FILES[0] + " (or " + NIH_LABEL_FILES[1] + ") and the PNGs in {raw}/nihx/**/"
         + NIH_IMAGE_DIR + "/ (images_001.tar.gz … images_012.tar.gz unpacked)"

@@ -27,7 +27,11 @@ temporary name and renamed only when complete, so a killed run never leaves a
 valid-looking partial file (the next run starts over). Datasets: `images`
 (N,S,S) float32, `masks` (N,S,S) uint8 where the source has masks, `labels`
 (N,) int8 (-1 unknown), `ids` and `splits` (N,) strings, chunked one image per
-chunk, LZF-compressed. Manifest rows that fail to decode are listed in
+chunk, LZF-compressed. Seed 004's multi-label sources (CheXpert, CheXlocalize) store
+`labels` (N, 10) float32 — the ten pathologies' raw labels 1 / 0 / -1, NaN = blank,
+the uncertainty policy being a training choice — `masks` (N, 10, S, S) uint8 where
+CheXlocalize has masks (each pathology by the same area rule), and `native_hw` (N, 2),
+the image's own size, at which CheXlocalize's masks are scored. Manifest rows that fail to decode are listed in
 `preprocess_rejected.csv` with the reason.
 """
 
@@ -48,7 +52,7 @@ from PIL import Image
 
 import multimix
 from multimix.config import Config, PreprocessConfig
-from multimix.data import formats
+from multimix.data import chexpert, formats, layout
 from multimix.errors import InputError
 
 PARTIAL_SUFFIX = ".partial"
@@ -141,8 +145,24 @@ def resize_mask(paths: list[Path], g: Geometry) -> np.ndarray:
     return (coverage >= 0.5).astype(np.uint8)
 
 
+MULTILABEL = {"chexpert", "chexlocalize"}  # datasets with the ten pathologies' labels (and masks)
+PATHOLOGIES = len(layout.CHEXLOCALIZE_PATHOLOGIES)
+
+
+def resize_pathology_masks(json_path: str, image_id: str, g: Geometry) -> np.ndarray:
+    """CheXlocalize's ten masks of one image -> (10, h, w) {0, 1} by the area rule; an image
+    the file does not list (no positive label) has ten empty masks."""
+    masks = chexpert.masks_of(Path(json_path), image_id.rsplit("/", 1)[-1])
+    out = np.zeros((PATHOLOGIES, g.height, g.width), dtype=np.uint8)
+    for k, name in enumerate(layout.CHEXLOCALIZE_PATHOLOGIES):
+        if masks is not None and masks.get(name) is not None and masks[name].any():
+            small = area_resize(Image.fromarray(masks[name].astype(np.uint8) * 255), g.width, g.height)
+            out[k] = np.asarray(small) >= 128
+    return out
+
+
 def process_image(image_path: str, fmt: str, mask_paths: str, height: int, width: int,
-                  cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None]:
+                  cfg: PreprocessConfig, image_id: str = "") -> tuple[np.ndarray, np.ndarray | None]:
     """Decode, resize and normalise one manifest row (and its masks)."""
     g = geometry(height, width, cfg.size, cfg.aspect)
     img, invert = _decode(Path(image_path), fmt, (2 * g.width, 2 * g.height))
@@ -152,7 +172,10 @@ def process_image(image_path: str, fmt: str, mask_paths: str, height: int, width
     pixels = normalise(small, *cfg.clip_percentiles)
     image = _place(pixels, g, cfg.size, np.float32)
     mask = None
-    if mask_paths:
+    if mask_paths.endswith(".json"):
+        small_masks = resize_pathology_masks(mask_paths, image_id, g)
+        mask = np.stack([_place(m, g, cfg.size, np.uint8) for m in small_masks])
+    elif mask_paths:
         mask = _place(resize_mask([Path(p) for p in mask_paths.split(";")], g), g, cfg.size, np.uint8)
     return image, mask
 
@@ -160,7 +183,8 @@ def process_image(image_path: str, fmt: str, mask_paths: str, height: int, width
 def _work(args):
     index, row, cfg = args
     try:
-        image, mask = process_image(row["image_path"], row["format"], row["mask_paths"], row["height"], row["width"], cfg)
+        image, mask = process_image(row["image_path"], row["format"], row["mask_paths"], row["height"], row["width"],
+                                    cfg, image_id=row["id"])
         return index, image, mask, None
     except (formats.ImageDecodeError, OSError) as exc:
         return index, None, None, str(exc)
@@ -169,8 +193,9 @@ def _work(args):
 class H5Writer:
     """Appends images of one dataset to `<name>.h5.partial`; `commit` renames it."""
 
-    def __init__(self, path: Path, capacity: int, size: int, with_masks: bool, attrs: dict):
-        self.path = path
+    def __init__(self, path: Path, capacity: int, size: int, with_masks: bool, attrs: dict,
+                 multilabel: bool = False):
+        self.path, self.multilabel = path, multilabel
         self.partial = path.with_name(path.name + PARTIAL_SUFFIX)
         self.partial.unlink(missing_ok=True)
         self.file = h5py.File(self.partial, "w", track_order=True)
@@ -179,11 +204,19 @@ class H5Writer:
         chunk = (1, size, size)
         self.images = self.file.create_dataset("images", (capacity, size, size), np.float32, chunks=chunk,
                                                maxshape=(None, size, size), compression="lzf", shuffle=True, **common)
-        self.masks = None
+        self.masks = self.native = None
+        planes = (PATHOLOGIES,) if multilabel else ()
         if with_masks:
-            self.masks = self.file.create_dataset("masks", (capacity, size, size), np.uint8, chunks=chunk,
-                                                  maxshape=(None, size, size), compression="lzf", **common)
-        self.labels = self.file.create_dataset("labels", (capacity,), np.int8, maxshape=(None,), **common)
+            self.masks = self.file.create_dataset("masks", (capacity, *planes, size, size), np.uint8,
+                                                  chunks=(1, *planes, size, size), maxshape=(None, *planes, size, size),
+                                                  compression="lzf", **common)
+        if multilabel:
+            self.labels = self.file.create_dataset("labels", (capacity, PATHOLOGIES), np.float32,
+                                                   maxshape=(None, PATHOLOGIES), **common)
+            self.native = self.file.create_dataset("native_hw", (capacity, 2), np.int32, maxshape=(None, 2), **common)
+            self.file.attrs["pathologies"] = list(layout.CHEXLOCALIZE_PATHOLOGIES)
+        else:
+            self.labels = self.file.create_dataset("labels", (capacity,), np.int8, maxshape=(None,), **common)
         text = h5py.string_dtype()
         self.ids = self.file.create_dataset("ids", (capacity,), text, maxshape=(None,), **common)
         self.splits = self.file.create_dataset("splits", (capacity,), text, maxshape=(None,), **common)
@@ -195,13 +228,17 @@ class H5Writer:
         self.images[i] = image
         if self.masks is not None:
             self.masks[i] = mask
-        self.labels[i] = -1 if row["label"] == "" or pd.isna(row["label"]) else int(row["label"])
+        if self.multilabel:
+            self.labels[i] = chexpert.parse_label_text(row["labels"])
+            self.native[i] = (int(row["height"]), int(row["width"]))
+        else:
+            self.labels[i] = -1 if row["label"] == "" or pd.isna(row["label"]) else int(row["label"])
         self.ids[i] = row["id"]
         self.splits[i] = row["official_split"] if isinstance(row["official_split"], str) else ""
         self.count += 1
 
     def commit(self) -> None:
-        for ds in (self.images, self.masks, self.labels, self.ids, self.splits):
+        for ds in (self.images, self.masks, self.labels, self.ids, self.splits, self.native):
             if ds is not None:
                 ds.resize(self.count, axis=0)
         self.file.attrs["count"] = self.count
@@ -226,7 +263,8 @@ def sha256_file(path: Path) -> str:
 def read_manifest(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"{path}: manifest not found (run `multimix harmonise` first)")
-    table = pd.read_csv(path, dtype={"label": str, "mask_paths": str, "official_split": str}, keep_default_na=False)
+    table = pd.read_csv(path, dtype={"label": str, "mask_paths": str, "official_split": str, "labels": str},
+                        keep_default_na=False)
     need = {"id", "dataset", "image_path", "mask_paths", "label", "official_split", "height", "width", "format"}
     if need - set(table.columns):
         raise InputError(f"{path}: not a multimix manifest; missing column(s) {', '.join(sorted(need - set(table.columns)))}")
@@ -258,7 +296,7 @@ def preprocess(cfg: Config, manifest_path: Path | None = None, out_dir: Path | N
         subset = table[table["dataset"] == dataset]
         with_masks = bool((subset["mask_paths"] != "").any())
         writers[dataset] = H5Writer(out_dir / f"{dataset}.h5", max(len(subset), 1), pp.size, with_masks,
-                                    base_attrs | {"dataset": dataset})
+                                    base_attrs | {"dataset": dataset}, multilabel=dataset in MULTILABEL)
     rejected = []
     start = time.perf_counter()
     tasks = [(i, row, pp) for i, row in enumerate(rows)]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multimix.data import formats, layout, phantom
+from multimix.data import formats, layout, phantom, synth_chexseg
 
 # Table 1 of the paper (and the official file counts) for the `paper` preset;
 # `small` keeps the whole pipeline to minutes on two cores.
@@ -56,6 +56,9 @@ PRESETS: dict[str, dict[str, dict[str, int]]] = {
         "shenzhen": {"normal": 336, "tb": 326, "unmasked": 96},  # 662 images, 566 masks
     },
 }
+
+for _preset, _counts in synth_chexseg.PRESETS.items():  # seed 004's sources (synth_chexseg.py)
+    PRESETS[_preset] |= _counts
 
 DATASET_CODES = {"jsrt": 1, "chex": 2, "mcu": 3, "nihx": 4, "shenzhen": 5}
 VERSION = 2  # of the phantoms and layouts written: a source written by another version is written again
@@ -358,6 +361,8 @@ def write_dataset(dataset: str, root: Path, counts: dict, seed: int, workers: in
                   chex_layout: str = "mendeley", opacity_scale: float = 1.0, findings: bool = True) -> int:
     """Write one synthetic source into an empty directory `root`; returns the image count."""
     root.mkdir(parents=True, exist_ok=True)
+    if dataset in synth_chexseg.WRITERS:
+        return synth_chexseg.WRITERS[dataset](root, counts, seed, workers=workers, progress=progress)
     fn, jobs = PLANS[dataset](root, counts[dataset], seed, chex_layout=chex_layout, opacity_scale=opacity_scale,
                               findings=findings)
     tasks = [(fn, job) for job in jobs]

@@ -41,11 +41,12 @@ from skimage import measure
 from multimix.data import chexpert, formats, layout, pathology
 
 PRESETS = {
-    "small": {"chexpert": {"train": 160}, "chexlocalize": {"val": 24, "test": 40}},
+    "small": {"chexpert": {"train": 160, "valid": 24}, "chexlocalize": {"val": 24, "test": 40}},
     # CheXseg's counts: 200 expert-annotated images (we take CheXlocalize val's 234), 500 test
     # patients (668 images); CheXpert train is capped at the 20,000 of its largest weak set.
-    "paper": {"chexpert": {"train": 20000}, "chexlocalize": {"val": 234, "test": 668}},
+    "paper": {"chexpert": {"train": 20000, "valid": 234}, "chexlocalize": {"val": 234, "test": 668}},
 }
+VERSION = 1  # of these phantoms and layouts
 FIRST_PATIENT = {"train": 1, "val": 64541, "test": 64741}
 CODES = {"train": 6, "val": 7, "test": 8}
 GAIN, GAMMA, OFFSET, NOISE = 1.1, 1.05, 0.04, 0.015  # display of the Stanford phantoms
@@ -190,8 +191,10 @@ def _write_json(path: Path, data: dict) -> None:
         json.dump(data, fh)
 
 
-def write_chexpert(root: Path, counts: dict, seed: int, val_count: int, workers: int = 1, progress=None) -> int:
-    """CheXpert-v1.0-small (train + valid) under `root`; returns the image count."""
+def write_chexpert(root: Path, counts: dict, seed: int, workers: int = 1, progress=None) -> int:
+    """CheXpert-v1.0-small (train + valid) under `root`; returns the image count. `counts`:
+    all sources' counts (the synth preset's) or this source's alone."""
+    counts = counts.get("chexpert", counts)
     rows, masks = [], {}
     for image_id, row, encoded in _map(_train_job, [(root, seed, i) for i in range(counts["train"])], workers,
                                        progress):
@@ -199,13 +202,14 @@ def write_chexpert(root: Path, counts: dict, seed: int, val_count: int, workers:
         masks[image_id] = encoded
     _write_csv(root / layout.CHEXPERT_ROOTS[0] / "train.csv", rows)
     _write_json(root / layout.PHANTOM_TRAIN_MASKS, masks)
-    valid = list(_map(_valid_small_job, [(root, seed, i) for i in range(val_count)], workers, progress))
+    valid = list(_map(_valid_small_job, [(root, seed, i) for i in range(counts["valid"])], workers, progress))
     _write_csv(root / layout.CHEXPERT_ROOTS[0] / "valid.csv", valid)
-    return counts["train"] + val_count
+    return counts["train"] + counts["valid"]
 
 
 def write_chexlocalize(root: Path, counts: dict, seed: int, workers: int = 1, progress=None) -> int:
     """The CheXlocalize release (val + test images, labels, polygons, RLE) under `root`."""
+    counts = counts.get("chexlocalize", counts)
     total = 0
     for split in layout.CHEXLOCALIZE_SPLITS:
         rows, annotations, segmentations = [], {}, {}
@@ -220,3 +224,6 @@ def write_chexlocalize(root: Path, counts: dict, seed: int, workers: int = 1, pr
         _write_json(masks / layout.CHEXLOCALIZE_SEGMENTATIONS.format(split=split), segmentations)
         total += len(jobs)
     return total
+
+
+WRITERS = {"chexpert": write_chexpert, "chexlocalize": write_chexlocalize}
