@@ -33,6 +33,13 @@ def study_runs(root: Path = ROOT) -> list[str]:
     return run_names(load_config(root / "params.yaml"))
 
 
+def study_specs(root: Path = ROOT):
+    from multimix.config import load_config
+    from multimix.study import expand
+
+    return expand(load_config(root / "params.yaml"))
+
+
 def generic_names(runs: list[str]):
     """A function replacing the study's run names in a text by `{run}`."""
     pattern = re.compile("(?<![\\w-])(" + "|".join(map(re.escape, sorted(runs, key=len, reverse=True))) + ")(?![\\w-])")
@@ -90,7 +97,10 @@ def snakemake_graph(root: Path = ROOT) -> tuple[dict[str, dict], list[str]]:
                 runs.append(cmd.split("--run ")[1])
             rule["cmds"].add(generic(cmd))
     # Parameters a rule reruns on: the keys given to param_slice(...) in its block
-    # and the names listed in module-level lists it unpacks.
+    # and the names listed in module-level lists it unpacks; for train and evaluate, whose
+    # params are a function of the run, the lists of the kinds of runs the study has.
+    methods = {s.variant.method for s in study_specs(root)}
+    has_chexseg, has_other = "chexseg" in methods, bool(methods - {"chexseg"})
     for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
         text = smk.read_text()
         lists = {}
@@ -99,18 +109,53 @@ def snakemake_graph(root: Path = ROOT) -> tuple[dict[str, dict], list[str]]:
                 lists[list_name] = ast.literal_eval(body)
             except ValueError:
                 pass  # not a literal list of parameter keys
-        for name, body in re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, re.S | re.M):
+        # functions of the wildcards a rule names as its params (`p=train_params`): a choice
+        # between module-level lists, `param_slice(*(A if … else B))`
+        functions = {name: body for name, body in re.findall(r"^def (\w+)\(wildcards\):\n(.*?)(?=^\S|\Z)", text,
+                                                              re.S | re.M)}
+        for name, body in re.findall(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule |^\S|\Z)", text, re.S | re.M):
+            if name not in graph:
+                continue  # a rule no job of this study runs (seed 004's pseudolabel in the default)
             for call in re.findall(r"param_slice\((.*?)\)", body, re.S):
                 if call.startswith("*"):
                     graph[name]["params"].update(lists[call[1:]])
                 else:
                     graph[name]["params"].update(ast.literal_eval(f"[{call}]"))
+            for function in re.findall(r"params:\s*\n\s*p=(\w+),", body):
+                for chexseg_list, other_list in re.findall(r"param_slice\(\*\((\w+) if chexseg else (\w+)\)\)",
+                                                           functions[function]):
+                    if has_chexseg:
+                        graph[name]["params"].update(lists[chexseg_list])
+                    if has_other:
+                        graph[name]["params"].update(lists[other_list])
     return dict(graph), runs
 
 
+# The default and the ready studies whose stages the default does not have (seed 003's adversarial
+# models, seed 004's classifiers, pseudo-labels, p-sweep and distillation).
+STUDIES = ["params.yaml", "studies/seed003-synthetic.yaml", "studies/chexseg-synthetic.yaml"]
+
+
+@pytest.fixture(scope="module", params=STUDIES)
+def root(request, tmp_path_factory) -> Path:
+    """The project, or a copy of its pipeline files with a study as params.yaml."""
+    if request.param == "params.yaml":
+        return ROOT
+    import shutil
+
+    folder = tmp_path_factory.mktemp(Path(request.param).stem)
+    for name in ("dvc.yaml", "Snakefile"):
+        shutil.copy(ROOT / name, folder / name)
+    shutil.copytree(ROOT / "workflow", folder / "workflow")
+    (folder / "src").symlink_to(ROOT / "src")
+    shutil.copy(ROOT / request.param, folder / "params.yaml")
+    subprocess.run([str(Path(sys.executable).with_name("dvc")), "init", "--no-scm", "-q"], cwd=folder, check=True)
+    return folder
+
+
 @pytest.fixture(scope="module")
-def both():
-    return dvc_graph(), snakemake_graph()
+def both(root):
+    return dvc_graph(root), snakemake_graph(root)
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +164,9 @@ def graphs(both):
     return dvc, smk
 
 
-def test_both_run_the_study_expansion(both):
+def test_both_run_the_study_expansion(both, root):
     (_, dvc_runs), (_, smk_runs) = both
-    expected = study_runs()
+    expected = study_runs(root)
     assert len(expected) == len(set(expected)) > 0
     assert sorted(dvc_runs) == sorted(smk_runs) == sorted(expected)
 

@@ -150,10 +150,21 @@ def cmd_evaluate(args, cfg: Config) -> None:
 
     for name in names:
         summary = evaluate(cfg, name, device=args.device)
+        if "mIoU" in summary or "mean_auc" in summary:  # seed 004: CheXlocalize's test set
+            main = (f"mIoU {summary['mIoU']['mean']:.4f} [{summary['mIoU']['lower']:.4f}, {summary['mIoU']['upper']:.4f}]"
+                    if "mIoU" in summary else f"mean AUC {summary['mean_auc']:.4f}")
+            print(f"{name} — chexlocalize test ({summary['images']} images): {main}")
+            continue
         for dataset, values in summary.items():
             main = f"Dice {values['dice']:.4f}" if values["task"] == "segmentation" else \
                 f"accuracy {values['accuracy']:.4f}, AUC {values['auc']:.4f}"
             print(f"{name} — {dataset} ({values['domain']}, {values['images']} images): {main}")
+
+
+def cmd_pseudolabel(args, cfg: Config) -> None:
+    from multimix.pseudolabels import write_pseudo_labels
+
+    write_pseudo_labels(cfg, args.classifier, device=args.device)
 
 
 def cmd_study(args, cfg: Config) -> None:
@@ -235,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", action="append", help="run name (`multimix study` lists them; repeatable; default: all)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("pseudolabel", help="seed 004: Grad-CAM pseudo-labels of a trained pathology classifier")
+    p.add_argument("--classifier", required=True, choices=["densenet121", "resnet18"], help="its architecture")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
+    p.set_defaults(func=cmd_pseudolabel)
 
     p = sub.add_parser("report", help="Table 2/3-style tables, t-tests and figures for all runs -> reports/")
     p.set_defaults(func=cmd_report)

@@ -98,6 +98,28 @@ class SplitConfig:
     segmentation_sizes: tuple[int | Literal["full"], ...] = (10, 50, "full")
     classification_sizes: tuple[int | Literal["full"], ...] = (100, 1000, "full")
     repeats: tuple[int, ...] = (0, 1, 2, 3, 4)  # one subset draw per repeat seed
+    # Seed 004 (CheXseg, when data.datasets has chexpert and chexlocalize): per trial seed, the
+    # CheXpert train images that get Grad-CAM pseudo-labels (the paper: 3 trials of 100), and the
+    # shares of CheXpert train given to distillation students as unlabelled images.
+    chexseg_pseudo_labelled: int = 100
+    chexseg_trials: tuple[int, ...] = (0, 1, 2)
+    chexseg_unlabelled: tuple[float, ...] = (0.01, 0.1)
+    # Share of CheXlocalize's val images (our expert-annotated training pool) held out for
+    # checkpoint selection.
+    chexseg_expert_val: float = 0.1
+
+
+@dataclass(frozen=True)
+class ChexsegStudy:
+    """Seed 004's runs (CheXseg). Empty lists: none (the MultiMix default)."""
+
+    classifiers: tuple[Literal["densenet121", "resnet18"], ...] = ()  # pathology classifiers trained
+    cam: tuple[Literal["densenet121", "resnet18"], ...] = ()  # the Grad-CAM source (at most one)
+    p: tuple[int | float, ...] = ()  # expert-sampling probabilities of the sweep
+    trials: tuple[int, ...] = (0,)  # pseudo-label draws (split.chexseg_trials)
+    init: Literal["classifier", "random"] = "classifier"  # encoder of the sweep's models
+    distill_inits: tuple[Literal["classifier", "random"], ...] = ()  # teacher + students per init
+    distill_unlabelled: tuple[int | float, ...] = ()  # students' unlabelled shares (split.chexseg_unlabelled)
 
 
 @dataclass(frozen=True)
@@ -128,6 +150,7 @@ class StudyConfig:
     classification_labels: tuple[int | Literal["full"], ...] = (100,)
     multitask_labels: tuple[LabelSetting, ...] = (LabelSetting(),)
     repeats: tuple[int, ...] = (0,)  # seeds of split.repeats
+    chexseg: ChexsegStudy = field(default_factory=ChexsegStudy)
 
 
 @dataclass(frozen=True)
@@ -201,6 +224,26 @@ class Seed003Config:
 
 
 @dataclass(frozen=True)
+class Seed004Config:
+    """CheXseg (Gadgil et al. 2021): its Appendix B where it gives a value, our choice where not
+    (README, "Seed 004")."""
+
+    uncertainty: Literal["ones", "zeros", "ignore"] = "ones"  # CheXpert's -1 labels (U-Ones / U-Zeros / ignored)
+    classifier_lr: float = 1.0e-4  # B.1: Adam, fixed rate
+    classifier_batch: int = 16
+    threshold: Literal["tuned", "otsu"] = "tuned"  # CAM -> mask: per-pathology tuned (paper) | Otsu (public code)
+    gate: Literal["label", "probability"] = "label"  # which pathologies of an image get a mask
+    probability_cutoff: float | None = None  # optional: also require the classifier's probability
+    segmentation_lr: float = 1.0e-3  # B.2: 1e-3 on small data
+    segmentation_batch: int = 8
+    temperature: float = 10.0  # B.4: sigmoid temperature of distillation
+    distill_lr: float = 1.0e-3
+    true_pos_only: bool = True  # CheXlocalize's IoU convention
+    bootstrap: int = 1000  # replicates of the 95% intervals
+    pseudo_dir: str = "data/pseudo"  # `multimix pseudolabel`: pseudo_labels.h5 (masks) and .json (thresholds, quality)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     dir: str = "data/eval"
 
@@ -222,6 +265,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed003: Seed003Config = field(default_factory=Seed003Config)
+    seed004: Seed004Config = field(default_factory=Seed004Config)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
@@ -397,6 +441,19 @@ def _validate(cfg: Config, where: str) -> None:
     need(0 <= s3.adam_beta1 < 1, f"seed003.adam_beta1 is {s3.adam_beta1!r}; expected a number in [0, 1)")
     need(0 <= s3.discriminator_dropout < 1,
          f"seed003.discriminator_dropout is {s3.discriminator_dropout!r}; expected a number in [0, 1)")
+    s4 = cfg.seed004
+    need(s4.classifier_lr > 0 and s4.segmentation_lr > 0 and s4.distill_lr > 0,
+         "seed004.classifier_lr, segmentation_lr and distill_lr must be > 0")
+    need(s4.classifier_batch >= 1 and s4.segmentation_batch >= 1,
+         "seed004.classifier_batch and segmentation_batch must be >= 1")
+    need(s4.temperature > 0, f"seed004.temperature is {s4.temperature!r}; expected a number > 0")
+    need(s4.probability_cutoff is None or 0 < s4.probability_cutoff < 1,
+         f"seed004.probability_cutoff is {s4.probability_cutoff!r}; expected null or a number in (0, 1)")
+    need(s4.bootstrap >= 1, f"seed004.bootstrap is {s4.bootstrap!r}; expected an integer >= 1")
+    sp = cfg.split
+    need(sp.chexseg_pseudo_labelled >= 1, "split.chexseg_pseudo_labelled must be >= 1")
+    need(all(0 < f <= 1 for f in sp.chexseg_unlabelled), "split.chexseg_unlabelled: shares in (0, 1] expected")
+    need(0 < sp.chexseg_expert_val < 1, "split.chexseg_expert_val: a share in (0, 1) expected")
     from multimix.study import validate_study  # the study's checks need the preset table
 
     validate_study(cfg, where)

@@ -82,6 +82,14 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
     if not best_path.is_file():
         raise InputError(f"{best_path}: not found (run `multimix train --run {run}` first)")
     dev = pick_device(device or cfg.train.device)
+    if spec.variant.method == "chexseg":  # seed 004: CheXlocalize's test set and conventions
+        from multimix.evaluation_chexseg import evaluate_run
+
+        per_image, summary = evaluate_run(cfg, spec, dev)
+        _write(cfg, run, per_image, summary, {})
+        if use_mlflow:
+            _log(cfg, run, _flat(summary))
+        return summary
     model = load_predictor(torch.load(best_path, map_location=dev, weights_only=True), dev)
     splits = json.loads((cfg.split_dir / "splits.json").read_text())
     rows, summary, examples = [], {}, {}
@@ -129,14 +137,33 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
             summary[key] = {"domain": domain, "task": task} | _summarise(frame, task)
             examples.update(_examples(model, data, key, task, dev))
     per_image = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    _write(cfg, run, per_image, summary, examples)
+    if use_mlflow:
+        _log(cfg, run, summary)
+    return summary
+
+
+def _write(cfg: Config, run: str, per_image: pd.DataFrame, summary: dict, examples: dict) -> None:
     out_dir = eval_dir(cfg, run)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_image.to_csv(out_dir / "per_image.csv", index=False)
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     np.savez_compressed(out_dir / "examples.npz", **examples)
-    if use_mlflow:
-        _log(cfg, run, summary)
-    return summary
+
+
+def _flat(summary: dict, prefix: str = "") -> dict:
+    """Nested seed-004 summaries -> {group: {name: value}} as `_log` expects."""
+    out: dict[str, dict] = {}
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                if isinstance(inner, dict):
+                    out.setdefault(f"{key}_{name}".replace(" ", "_"), {}).update(inner)
+                else:
+                    out.setdefault(key, {})[name.replace(" ", "_")] = inner
+        else:
+            out.setdefault("chexlocalize", {})[key] = value
+    return out
 
 
 def _examples(model, data, dataset: str, task: str, dev) -> dict[str, np.ndarray]:

@@ -28,6 +28,7 @@ import torch
 from monai.visualize import GradCAM
 from skimage.filters import threshold_otsu
 
+from multimix import localisation
 from multimix.localisation import iou
 
 THRESHOLD_METHODS = ("tuned", "otsu")
@@ -100,3 +101,113 @@ def gate(labels: np.ndarray, probabilities: np.ndarray, how: str, cutoff: float 
     if how == "probability":
         return probabilities >= (0.5 if cutoff is None else cutoff)
     return by_label if cutoff is None else by_label & (probabilities >= cutoff)
+
+
+# ------------------------------------------------------------------ the stage
+def _maps_of(model, layer: str, data, device, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    maps, probs = [], []
+    for start in range(0, len(data), batch):
+        x = torch.stack([data[k]["image"] for k in range(start, min(len(data), start + batch))]).to(device)
+        m, p = cams(model, layer, x, classes=10)
+        maps.append(m)
+        probs.append(p)
+    return np.concatenate(maps), np.concatenate(probs)
+
+
+def _phantom_truth(cfg, ids: list[str], size: int) -> np.ndarray | None:
+    """The CheXpert train phantoms' exact masks at the training grid (area rule), if this is
+    synthetic data (layout.PHANTOM_TRAIN_MASKS); None for real data."""
+    import json as _json
+    from pathlib import Path
+
+    from PIL import Image
+
+    from multimix.data import chexpert, layout
+    from multimix.data.preprocess import area_resize
+
+    path = Path(cfg.raw_dir) / "chexpert" / layout.PHANTOM_TRAIN_MASKS
+    if not path.is_file():
+        return None
+    truth = _json.loads(path.read_text())
+    out = np.zeros((len(ids), len(layout.CHEXLOCALIZE_PATHOLOGIES), size, size), dtype=bool)
+    for i, image_id in enumerate(ids):
+        entry = truth.get(image_id.rsplit("/", 1)[-1])
+        if entry is None:
+            return None
+        for c, name in enumerate(layout.CHEXLOCALIZE_PATHOLOGIES):
+            mask = chexpert.decode(entry[name])
+            if mask.any():
+                out[i, c] = np.asarray(area_resize(Image.fromarray(mask.astype(np.uint8) * 255), size, size)) >= 128
+    return out
+
+
+def write_pseudo_labels(cfg, cam: str, device: str | None = None, log=print) -> dict:
+    """`multimix pseudolabel --classifier ARCH`: Grad-CAM masks of every CheXpert train image
+    some trial draws, thresholds tuned on the expert training images, written to
+    `seed004.pseudo_dir`/<cam>.h5 (ids, masks) and <cam>.json (thresholds, counts and, on
+    phantoms, the masks' IoU with the truth)."""
+    import hashlib
+    import json as _json
+    import os
+    from pathlib import Path
+
+    import h5py
+
+    from multimix.data import layout
+    from multimix.data.loader import PathologyImages
+    from multimix.errors import InputError
+    from multimix.methods.chexseg import load_predictor, pseudo_label_file
+    from multimix.models.deeplab import CAM_LAYER
+    from multimix.training.loop import pick_device
+
+    s4 = cfg.seed004
+    best_path = cfg.runs_dir / f"pathology_{cam}" / "best.pt"
+    if not best_path.is_file():
+        raise InputError(f"{best_path}: not found (run `multimix train --run pathology_{cam}` first)")
+    dev = pick_device(device or cfg.train.device)
+    model = load_predictor(torch.load(best_path, map_location=dev, weights_only=True), dev)
+    splits = _json.loads((cfg.split_dir / "splits.json").read_text())
+    if "chexseg" not in splits["subsets"]:
+        raise InputError(f"{cfg.split_dir / 'splits.json'}: no CheXseg subsets; add chexpert and chexlocalize to "
+                         "data.datasets")
+    expert = PathologyImages(cfg.processed_dir / "chexlocalize.h5", splits["partitions"]["chexlocalize"]["train"],
+                             masks=True)
+    thresholds = None
+    if s4.threshold == "tuned":
+        maps, _ = _maps_of(model, CAM_LAYER[cam], expert, dev)
+        masks = np.stack([expert[k]["mask"].numpy() > 0.5 for k in range(len(expert))])
+        thresholds = tune_thresholds(maps, masks)
+        log("pseudolabel: thresholds tuned on %d expert images: %s" % (len(expert), ", ".join(
+            f"{name} {t:.2f}" for name, t in zip(layout.CHEXLOCALIZE_PATHOLOGIES, thresholds))))
+    ids = sorted({i for trial in splits["subsets"]["chexseg"]["pseudo"].values() for i in trial})
+    data = PathologyImages(cfg.processed_dir / "chexpert.h5", ids, s4.uncertainty)
+    maps, probabilities = _maps_of(model, CAM_LAYER[cam], data, dev)
+    present = gate(data.targets, probabilities, s4.gate, s4.probability_cutoff)
+    masks = pseudo_masks(maps, present, s4.threshold, thresholds)
+    out = pseudo_label_file(cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with h5py.File(partial, "w", track_order=True) as f:
+        f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype(), track_times=False)
+        f.create_dataset("masks", data=masks, chunks=(1, *masks.shape[1:]), compression="lzf", track_times=False)
+        f.attrs.update({"complete": True, "size": int(data.size), "classifier": cam, "threshold": s4.threshold,
+                        "gate": s4.gate, "masks_sha256": hashlib.sha256(masks.tobytes()).hexdigest()})
+    os.replace(partial, out)
+    info = {"classifier": cam, "images": len(ids), "threshold": s4.threshold, "gate": s4.gate,
+            "probability_cutoff": s4.probability_cutoff,
+            "thresholds": None if thresholds is None else dict(zip(layout.CHEXLOCALIZE_PATHOLOGIES,
+                                                                   map(float, thresholds))),
+            "masks": {name: int(masks[:, c].any((1, 2)).sum()) for c, name in enumerate(layout.CHEXLOCALIZE_PATHOLOGIES)}}
+    truth = _phantom_truth(cfg, ids, data.size)
+    if truth is not None:  # phantoms: how good are the weak labels?
+        import pandas as pd
+
+        per_image = pd.DataFrame([[iou(masks[i, c], truth[i, c], s4.true_pos_only) for c in range(masks.shape[1])]
+                                  for i in range(len(ids))], columns=list(layout.CHEXLOCALIZE_PATHOLOGIES))
+        table = localisation.summarise(per_image, replicates=s4.bootstrap)
+        info["quality_vs_phantom_truth"] = {r.name: {"mean": r.mean, "lower": r.lower, "upper": r.upper, "n": int(r.n)}
+                                            for r in table.itertuples()}
+        log(f"pseudolabel: mIoU of the pseudo-labels with the phantoms' truth {table['mean'].iloc[-1]:.3f}")
+    out.with_suffix(".json").write_text(_json.dumps(info, indent=2) + "\n")
+    log(f"pseudolabel: {len(ids)} images -> {out}")
+    return info

@@ -67,6 +67,8 @@ def load_runs(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(run-level summary, per-image rows, examples per run) of every evaluated run."""
     summaries, images, examples = [], [], {}
     for spec in expand(cfg):
+        if PRESETS[spec.preset].method == "chexseg":
+            continue  # seed 004's runs: reporting_chexseg
         name = spec.name
         folder = eval_dir(cfg, name)
         if not (folder / "metrics.json").exists():
@@ -503,6 +505,19 @@ def budget_line(cfg: Config) -> str:
             f"images {cfg.preprocess.size}².")
 
 
+def _no_multimix_runs(out: Path, write_table) -> None:
+    note = "No MultiMix or seed-003 runs in this study (seed 004's runs: chexseg.md).\n"
+    for stem, title in (("table2_in_domain", "Table 2 — in-domain (CheX, JSRT)"),
+                        ("table3_cross_domain", "Table 3 — cross-domain (NIHX, MCU)"),
+                        ("claims", "The paper's claims, tested on this study"),
+                        ("bridge_sensitivity", "Saliency bridge sensitivity (test sets)")):
+        write_table(stem, title, "", pd.DataFrame(), empty=note)
+    (out / "paper_comparison.md").write_text("# MultiMix: ours vs the paper (Tables 2–3)\n\n" + note)
+    pd.DataFrame().to_csv(out / "runs_summary.csv", index=False)
+    (out / "summary.json").write_text("{}\n")
+    (out / "figures").mkdir(exist_ok=True)
+
+
 def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dict[str, Path]:
     out = out or Path(cfg.report.dir)
     summary, images, examples = load_runs(cfg)
@@ -516,50 +531,58 @@ def report(cfg: Config, out: Path | None = None, use_mlflow: bool = True) -> dic
         (out / f"{stem}.md").write_text(f"# {title}\n\n{budget_line(cfg)}{intro}\n\n" + body)
         written[stem] = out / f"{stem}.md"
 
-    for domain, (_, _, stem) in DOMAINS.items():
-        title = "Table 2 — in-domain (CheX, JSRT)" if domain == "in-domain" else "Table 3 — cross-domain (NIHX, MCU)"
-        write_table(stem, title, "\n\nmean ± std over repeats; p: paired t-test of MultiMix against the row's "
-                    "model on per-image scores.", domain_table(summary, images, domain))
-    write_table(
-        "claims", "The paper's claims, tested on this study",
-        "\n\nA vs B on per-image scores (Dice; accuracy = share of images classified correctly), each image's "
-        "score averaged over repeats, paired Student's t-test over the test images both models saw; verdict at "
-        "p < 0.05: *holds* (A better), *reversed* (B better) or *not significant*. A single-task model is compared "
-        "at its own task's label count.", claims_table(images), empty="No pair of models of a claim in this study.\n")
-    write_table(
-        "bridge_sensitivity", "Saliency bridge sensitivity (test sets)",
-        f" Saliency normalisation: `{cfg.model.saliency_norm}`.\n\nDS with the bridge as trained, and with its "
-        "saliency channel replaced by zeros (the image channel kept); Δ DS = DS − DS with saliency zeroed; mean "
-        "|Δ logit| = mean absolute change of the mask logits. Models without a bridge have no saliency channel: 0 "
-        "by definition.", bridge_table(summary))
-    if any(PRESETS[spec.preset].method == "appaunet" for spec in expand(cfg)):
-        dataset = cfg.split.segmentation_dataset
+    if summary.empty:  # a study of seed 004's runs alone: the MultiMix files say so
+        _no_multimix_runs(out, write_table)
+    else:
+        for domain, (_, _, stem) in DOMAINS.items():
+            title = "Table 2 — in-domain (CheX, JSRT)" if domain == "in-domain" else "Table 3 — cross-domain (NIHX, MCU)"
+            write_table(stem, title, "\n\nmean ± std over repeats; p: paired t-test of MultiMix against the row's "
+                        "model on per-image scores.", domain_table(summary, images, domain))
         write_table(
-            "seed003", f"Seed 003 — segmentors and APPAU-Net on {dataset} (its Tables 1–2)",
-            f" Seed 003's models: Adam lr {cfg.seed003.lr_segmentor:g} (S) / {cfg.seed003.lr_discriminator:g} (D), "
-            f"on the schedule above.\n\nTest images of `{dataset}` (`split.segmentation_dataset`, data source "
-            f"`{cfg.data.source}`); mean ± std over repeats. Paper rows "
-            "(src/multimix/seed003_tables.csv) follow ours where the paper has the same dataset (mcx, scx, jcx, ccx: "
-            "seed 003's Table 3 partitions) and model; it gives one value per cell. Classification (APPAU-Net's "
-            "discriminator): accuracy, macro precision and recall. Segmentation per image: F1 = the mean of the lung "
-            "and background classes' pixel F1, SN = RC = pixel recall, SP = pixel specificity; HD in pixels of our "
-            f"{cfg.preprocess.size}² grid (the paper states no unit). Synthetic phantoms are not the paper's data.",
-            seed003_table(summary, dataset))
-    comparison = paper_comparison(summary)
-    (out / "paper_comparison.md").write_text(
-        "# MultiMix: ours vs the paper (Tables 2–3)\n\nPaper values transcribed from the paper's tables "
-        "(src/multimix/paper_tables.csv). Synthetic data is not the paper's data: the comparison is "
-        "meaningful only on the real datasets.\n\nUnits of HD: ours is the average (modified) Hausdorff "
-        "distance in pixels of the evaluation grid (256 × 256 in the paper study). The paper does not state its "
-        "units; its values (≈ 0.1–5) fit neither pixels of a 256² grid for these masks nor millimetres well, so "
-        "compare HD only between rows of our own tables.\n\n" + (to_markdown(comparison) if len(comparison) else
-                                                       "No MultiMix run matches a label setting of the paper.\n"))
-    written["paper_comparison"] = out / "paper_comparison.md"
-    summary.to_csv(out / "runs_summary.csv", index=False)
-    (out / "summary.json").write_text(json.dumps(summary_metrics(summary), indent=1, sort_keys=True) + "\n")
-    figs = figures(summary, images, examples, out / "figures", load_histories(cfg))
-    for path in figs:
-        written[path.stem] = path
+            "claims", "The paper's claims, tested on this study",
+            "\n\nA vs B on per-image scores (Dice; accuracy = share of images classified correctly), each image's "
+            "score averaged over repeats, paired Student's t-test over the test images both models saw; verdict at "
+            "p < 0.05: *holds* (A better), *reversed* (B better) or *not significant*. A single-task model is compared "
+            "at its own task's label count.", claims_table(images), empty="No pair of models of a claim in this study.\n")
+        write_table(
+            "bridge_sensitivity", "Saliency bridge sensitivity (test sets)",
+            f" Saliency normalisation: `{cfg.model.saliency_norm}`.\n\nDS with the bridge as trained, and with its "
+            "saliency channel replaced by zeros (the image channel kept); Δ DS = DS − DS with saliency zeroed; mean "
+            "|Δ logit| = mean absolute change of the mask logits. Models without a bridge have no saliency channel: 0 "
+            "by definition.", bridge_table(summary))
+        if any(PRESETS[spec.preset].method == "appaunet" for spec in expand(cfg)):
+            dataset = cfg.split.segmentation_dataset
+            write_table(
+                "seed003", f"Seed 003 — segmentors and APPAU-Net on {dataset} (its Tables 1–2)",
+                f" Seed 003's models: Adam lr {cfg.seed003.lr_segmentor:g} (S) / {cfg.seed003.lr_discriminator:g} (D), "
+                f"on the schedule above.\n\nTest images of `{dataset}` (`split.segmentation_dataset`, data source "
+                f"`{cfg.data.source}`); mean ± std over repeats. Paper rows "
+                "(src/multimix/seed003_tables.csv) follow ours where the paper has the same dataset (mcx, scx, jcx, ccx: "
+                "seed 003's Table 3 partitions) and model; it gives one value per cell. Classification (APPAU-Net's "
+                "discriminator): accuracy, macro precision and recall. Segmentation per image: F1 = the mean of the lung "
+                "and background classes' pixel F1, SN = RC = pixel recall, SP = pixel specificity; HD in pixels of our "
+                f"{cfg.preprocess.size}² grid (the paper states no unit). Synthetic phantoms are not the paper's data.",
+                seed003_table(summary, dataset))
+        comparison = paper_comparison(summary)
+        (out / "paper_comparison.md").write_text(
+            "# MultiMix: ours vs the paper (Tables 2–3)\n\nPaper values transcribed from the paper's tables "
+            "(src/multimix/paper_tables.csv). Synthetic data is not the paper's data: the comparison is "
+            "meaningful only on the real datasets.\n\nUnits of HD: ours is the average (modified) Hausdorff "
+            "distance in pixels of the evaluation grid (256 × 256 in the paper study). The paper does not state its "
+            "units; its values (≈ 0.1–5) fit neither pixels of a 256² grid for these masks nor millimetres well, so "
+            "compare HD only between rows of our own tables.\n\n" + (to_markdown(comparison) if len(comparison) else
+                                                           "No MultiMix run matches a label setting of the paper.\n"))
+        written["paper_comparison"] = out / "paper_comparison.md"
+        summary.to_csv(out / "runs_summary.csv", index=False)
+        (out / "summary.json").write_text(json.dumps(summary_metrics(summary), indent=1, sort_keys=True) + "\n")
+        figs = figures(summary, images, examples, out / "figures", load_histories(cfg))
+        for path in figs:
+            written[path.stem] = path
+    from multimix import reporting_chexseg
+
+    if reporting_chexseg.has_runs(cfg):
+        for path in reporting_chexseg.write(cfg, out):
+            written[path.stem] = path
     if use_mlflow:
         import mlflow
 

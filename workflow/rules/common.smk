@@ -9,7 +9,7 @@ import sys
 from multimix.config import config_from_dict
 from multimix.data.acquire import raw_state
 from multimix.errors import InputError
-from multimix.study import run_names
+from multimix.study import expand as expand_study, run_names
 
 try:
     CHECKED = config_from_dict(config)
@@ -26,6 +26,12 @@ PROCESSED = config["preprocess"]["processed_dir"]
 SPLITS = f"{config['split']['split_dir']}/splits.json"
 RUNS = config["train"]["runs_dir"]
 RUN_NAMES = run_names(CHECKED)
+RUN_SPECS = {spec.name: spec for spec in expand_study(CHECKED)}
+PSEUDO = f"{CHECKED.seed004.pseudo_dir}/pseudo_labels.h5"
+
+
+def method_of(run):
+    return RUN_SPECS[run].variant.method
 
 
 wildcard_constraints:

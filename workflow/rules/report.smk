@@ -11,20 +11,38 @@ REPORT_FILES = [
 ]
 
 
+def evaluate_inputs(wildcards):
+    if method_of(wildcards.run) != "chexseg":
+        return code("evaluation.py", "metrics.py", "methods/__init__.py", "methods/multimix.py", "methods/appaunet.py",
+                    "models/multimix.py", "models/ppaunet.py")
+    # seed 004: CheXlocalize's masks at native size, found through the manifest in the raw files
+    return [MANIFEST, RECEIPT] + code("evaluation.py", "evaluation_chexseg.py", "localisation.py",
+                                      "methods/__init__.py", "methods/chexseg.py", "models/deeplab.py",
+                                      "pseudolabels.py", "data/chexpert.py", "data/loader.py")
+
+
+EVALUATE_SETTINGS = ["evaluate.dir"]
+CHEXSEG_EVALUATE_SETTINGS = ["evaluate.dir", "seed004"]
+
+
+def evaluate_params(wildcards):
+    chexseg = method_of(wildcards.run) == "chexseg"
+    return param_slice(*(CHEXSEG_EVALUATE_SETTINGS if chexseg else EVALUATE_SETTINGS))
+
+
 rule evaluate:
     input:
         f"{RUNS}/{{run}}/best.pt",
         f"{RUNS}/{{run}}/metrics.json",
         SPLITS,
         PROCESSED,
-        code("evaluation.py", "metrics.py", "methods/__init__.py", "methods/multimix.py", "methods/appaunet.py",
-             "models/multimix.py", "models/ppaunet.py"),
+        evaluate_inputs,
     output:
         f"{EVAL}/{{run}}/per_image.csv",
         f"{EVAL}/{{run}}/examples.npz",
         f"{EVAL}/{{run}}/metrics.json",
     params:
-        p=param_slice("evaluate.dir"),
+        p=evaluate_params,
     # All cores, as under DVC: torch's thread count changes float summation order, and the
     # bridge sensitivity (a difference of nearly equal logits) would differ in the 7th digit.
     threads: workflow.cores
@@ -38,7 +56,7 @@ rule report:
     input:
         expand(f"{EVAL}/{{run}}/{{name}}", run=RUN_NAMES, name=["per_image.csv", "examples.npz", "metrics.json"]),
         expand(f"{RUNS}/{{run}}/history.csv", run=RUN_NAMES),  # per-epoch bridge sensitivity
-        code("reporting.py", "paper_tables.csv"),
+        code("reporting.py", "paper_tables.csv", "reporting_chexseg.py", "seed004_tables.csv"),
     output:
         REPORT_FILES,
         report(directory(f"{REPORT}/figures"), patterns=["{name}.png"], caption="../report/figures.rst",

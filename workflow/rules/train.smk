@@ -1,26 +1,49 @@
 # Training: one job per run of the study (presets x label counts x repeats,
-# expanded by multimix/study.py as dvc.yaml's matrix stages expand it).
+# expanded by multimix/study.py as dvc.yaml's matrix stages expand it). Seed 004's
+# runs (study.chexseg) read other files and settings, as their DVC stages list.
 
 TRAIN_SETTINGS = [
     "study.name", "model", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.batch_size", "train.lr",
     "train.lr_step_epochs", "train.lr_gamma", "train.strong_max_ops", "train.loss", "train.mixmatch", "seed003",
 ]
+CHEXSEG_SETTINGS = ["study.name", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "seed004"]
+
+
+def train_inputs(wildcards):
+    spec = RUN_SPECS[wildcards.run]
+    if spec.variant.method != "chexseg":
+        return code("training/loop.py", "training/streams.py", "methods/__init__.py", "methods/base.py",
+                    "methods/multimix.py", "methods/appaunet.py", "losses.py", "augment.py", "presets.py", "study.py",
+                    "tracking.py", "models/multimix.py", "models/ppaunet.py", "data/layout.py", "data/loader.py")
+    role, extra = spec.variant.role, []
+    if role != "classifier":  # every segmenter depends on the encoder init of the paper's best setting
+        extra.append(f"{RUNS}/pathology_resnet18/best.pt")
+    if role == "segmenter":
+        extra.append(PSEUDO)
+    if role == "student":
+        extra.append(f"{RUNS}/teacher_{spec.variant.init}/best.pt")
+    return extra + code("training/loop.py", "training/streams.py", "methods/__init__.py", "methods/base.py",
+                        "methods/chexseg.py", "losses.py", "presets.py", "study.py", "tracking.py", "models/deeplab.py",
+                        "data/layout.py", "data/loader.py", "data/chexpert.py", "localisation.py")
+
+
+def train_params(wildcards):
+    chexseg = method_of(wildcards.run) == "chexseg"
+    return param_slice(*(CHEXSEG_SETTINGS if chexseg else TRAIN_SETTINGS))
 
 
 rule train:
     input:
         SPLITS,
         PROCESSED,
-        code("training/loop.py", "training/streams.py", "methods/__init__.py", "methods/base.py", "methods/multimix.py",
-             "methods/appaunet.py", "losses.py", "augment.py", "presets.py", "study.py", "tracking.py",
-             "models/multimix.py", "models/ppaunet.py", "data/layout.py", "data/loader.py"),
+        train_inputs,
     output:
         f"{RUNS}/{{run}}/best.pt",
         f"{RUNS}/{{run}}/history.csv",
         directory(f"{RUNS}/{{run}}/figures"),
         f"{RUNS}/{{run}}/metrics.json",
     params:
-        p=param_slice(*TRAIN_SETTINGS),
+        p=train_params,
     # A training job uses every core it is given (torch's threads): two at once on
     # the same cores only thrash, so each job takes them all and jobs run in turn.
     threads: workflow.cores
@@ -30,3 +53,25 @@ rule train:
         "data/logs/train/{run}.log",
     shell:
         "multimix -q --log {log} train --run {wildcards.run}"
+
+
+if CHECKED.study.chexseg.cam:
+
+    rule pseudolabel:
+        input:
+            f"{RUNS}/pathology_{CHECKED.study.chexseg.cam[0]}/best.pt",
+            SPLITS,
+            PROCESSED,
+            RECEIPT,
+            code("pseudolabels.py", "localisation.py", "methods/__init__.py", "methods/chexseg.py",
+                 "models/deeplab.py", "data/loader.py", "data/chexpert.py", "data/preprocess.py"),
+        output:
+            PSEUDO,
+            PSEUDO.replace(".h5", ".json"),
+        params:
+            p=param_slice("seed004"),
+        threads: workflow.cores
+        log:
+            "data/logs/pseudolabel.log",
+        shell:
+            f"multimix -q --log {{log}} pseudolabel --classifier {CHECKED.study.chexseg.cam[0]}"

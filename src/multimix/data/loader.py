@@ -118,3 +118,67 @@ def open_images(processed_dir: str | Path, name: str, ids: list[str], masks: boo
     if name in layout.COHORTS:
         return CohortImages(Path(processed_dir), name, ids, masks=masks)
     return H5Images(Path(processed_dir) / f"{name}.h5", ids, masks=masks)
+
+
+class PathologyImages(Dataset):
+    """Seed 004's images (CheXpert / CheXlocalize HDF5, preprocess.MULTILABEL) of a list of ids:
+    the image, its ten pathology targets under an uncertainty policy (NaN = ignored), and, with
+    `masks`, its ten masks — its own (CheXlocalize's expert masks) or, with `mask_file`, those of
+    another HDF5 file keyed by id (the pseudo-labels)."""
+
+    def __init__(self, path: str | Path, ids: list[str], policy: str = "ones", masks: bool = False,
+                 mask_file: str | Path | None = None):
+        from multimix.data.chexpert import policy_targets
+
+        self.path, self.mask_file = Path(path), Path(mask_file) if mask_file else None
+        self.masks = masks or mask_file is not None
+        rows, self.size = _rows_of(self.path, ids)
+        with h5py.File(self.path, "r") as f:
+            if f["labels"].ndim != 2:
+                raise InputError(f"{self.path}: not a multi-label (seed 004) file")
+            if masks and mask_file is None and "masks" not in f:
+                raise InputError(f"{self.path}: has no masks, but masks were requested")
+            self.targets = policy_targets(f["labels"][:][rows], policy)
+        self.ids, self.rows = list(ids), rows
+        self.mask_rows = _rows_of(self.mask_file, ids)[0] if self.mask_file else rows
+        self._files: dict[Path, h5py.File] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _handle(self, path: Path) -> h5py.File:
+        if path not in self._files:
+            self._files[path] = h5py.File(path, "r")
+        return self._files[path]
+
+    def __getstate__(self):
+        return dict(self.__dict__) | {"_files": {}}
+
+    def __getitem__(self, k: int) -> dict:
+        f = self._handle(self.path)
+        item = {"image": torch.from_numpy(f["images"][int(self.rows[k])])[None],
+                "labels": torch.from_numpy(self.targets[k]), "index": k}
+        if self.masks:
+            source = self._handle(self.mask_file or self.path)
+            item["mask"] = torch.from_numpy(source["masks"][int(self.mask_rows[k])].astype(np.float32))
+        return item
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+
+def _rows_of(path: Path, ids: list[str]) -> tuple[np.ndarray, int]:
+    """Rows of `ids` in an HDF5 file (checked complete and holding all of them), and its image size."""
+    if not path.is_file():
+        raise InputError(f"{path}: not found (run the stage that writes it first)")
+    with h5py.File(path, "r") as f:
+        if not f.attrs.get("complete", False):
+            raise InputError(f"{path}: incomplete HDF5 file (its stage was interrupted); rerun it")
+        row_of = {name: i for i, name in enumerate(f["ids"].asstr()[:])}
+        size = int(f.attrs["size"])
+    missing = [i for i in ids if i not in row_of]
+    if missing:
+        raise InputError(f"{path}: {len(missing)} id(s) of the split are not in this file, e.g. {missing[0]!r}")
+    return np.array([row_of[i] for i in ids], dtype=np.int64), size

@@ -27,6 +27,14 @@ seeded draw (JSRT's SCR folds are MultiMix's protocol, not seed 003's):
         615 / 69 / 228 for the same 912 images; the union keeps every source's
         split as in its own dataset, so that CCX test holds no MCX/SCX/JCX
         training image)
+Seed 004's (CheXseg) sources:
+  chexpert      official train / valid (CheXpert's test set is CheXlocalize's)
+  chexlocalize  train / val drawn from CheXlocalize's val images (the expert-annotated
+        pool; `split.chexseg_expert_val` of it, at least one, held out for checkpoint
+        selection), test = CheXlocalize's test images
+  and per trial seed (`split.chexseg_trials`) the `split.chexseg_pseudo_labelled` CheXpert
+  train images that get pseudo-labels, per share (`split.chexseg_unlabelled`) the
+  distillation students' unlabelled CheXpert train images (nested: 1% within 10%).
 Proportional scaling keeps the paper's train and val fractions (rounded, at
 least one val image when there are three or more) and gives the rest to test,
 so the real counts reproduce Table 1 exactly.
@@ -93,9 +101,17 @@ def chex_val_from_train(train: pd.DataFrame, seed: int) -> list[str]:
     return sorted(chosen)
 
 
-def partition(table: pd.DataFrame, dataset: str, seed: int) -> dict[str, list[str]]:
+def partition(table: pd.DataFrame, dataset: str, seed: int, expert_val: float = 0.1) -> dict[str, list[str]]:
     rows = table[table["dataset"] == dataset]
     ids = rows["id"].tolist()
+    official = {name: sorted(rows.loc[rows["official_split"] == name, "id"]) for name in set(rows["official_split"])}
+    if dataset == "chexpert":
+        return {"train": official.get("train", []), "val": official.get("valid", []), "test": []}
+    if dataset == "chexlocalize":
+        pool = official.get("val", [])
+        n_val = min(len(pool) - 1, max(1, round(len(pool) * expert_val))) if len(pool) >= 2 else 0
+        order = hash_order(pool, "partition/chexlocalize-val", seed)
+        return {"train": sorted(order[n_val:]), "val": sorted(order[:n_val]), "test": official.get("test", [])}
     if dataset == "chex":
         parts = {name: sorted(rows.loc[rows["official_split"] == name, "id"]) for name in ("train", "val", "test")}
         unknown = set(rows["official_split"]) - set(parts)
@@ -175,7 +191,8 @@ def labelled_subsets(pool: list[str], sizes, repeats, purpose: str, labels: dict
 def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> dict:
     """`table`: one row per preprocessed image with id, dataset, label (-1 unknown), official_split."""
     datasets = sorted(set(table["dataset"]))
-    partitions = {d: partition(table, d, cfg.seed) for d in datasets} | cohort_partitions(table, cfg.seed)
+    partitions = {d: partition(table, d, cfg.seed, cfg.chexseg_expert_val) for d in datasets}
+    partitions |= cohort_partitions(table, cfg.seed)
     subsets = {}
     seg, cls = cfg.segmentation_dataset, cfg.classification_dataset
     if seg in partitions:
@@ -190,6 +207,16 @@ def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> dict:
         subsets["classification"] = {"dataset": cls, "pool_size": len(pool),
                                      "sizes": labelled_subsets(pool, cfg.classification_sizes, cfg.repeats,
                                                                "labeled/classification", labels)}
+    if "chexpert" in partitions:
+        pool = partitions["chexpert"]["train"]
+        subsets["chexseg"] = {
+            "dataset": "chexpert", "pool_size": len(pool),
+            "pseudo": {str(t): sorted(hash_order(pool, "chexseg/pseudo", t)[:cfg.chexseg_pseudo_labelled])
+                       for t in cfg.chexseg_trials},
+            "unlabelled": {str(float(u)): sorted(hash_order(pool, "chexseg/unlabelled", cfg.seed)
+                                                 [:max(1, round(float(u) * len(pool)))])
+                           for u in cfg.chexseg_unlabelled},
+        }
     return {"format_version": FORMAT_VERSION, "seed": cfg.seed, "repeats": list(cfg.repeats),
             "partitions": partitions, "subsets": subsets}
 
@@ -219,8 +246,9 @@ def read_processed_table(processed_dir: Path, datasets) -> pd.DataFrame:
         with h5py.File(path, "r") as f:
             if not f.attrs.get("complete", False):
                 raise InputError(f"{path}: incomplete HDF5 file (preprocess was interrupted); rerun preprocess")
-            frames.append(pd.DataFrame({
-                "id": f["ids"].asstr()[:], "dataset": dataset, "label": f["labels"][:],
+            labels = f["labels"][:]
+            frames.append(pd.DataFrame({  # multi-label sources (seed 004) have no single class label
+                "id": f["ids"].asstr()[:], "dataset": dataset, "label": labels if labels.ndim == 1 else -1,
                 "official_split": f["splits"].asstr()[:],
             }))
     return pd.concat(frames, ignore_index=True)
@@ -242,6 +270,11 @@ def describe(splits: dict) -> list[str]:
     for dataset, parts in splits["partitions"].items():
         lines.append(f"{dataset}: " + " / ".join(f"{len(parts[p])} {p}" for p in ("train", "val", "test")))
     for task, info in splits["subsets"].items():
+        if task == "chexseg":
+            lines.append(f"chexseg (chexpert train, pool {info['pool_size']}): pseudo-labelled "
+                         + ", ".join(f"trial {t}: {len(v)}" for t, v in info["pseudo"].items()) + "; unlabelled "
+                         + ", ".join(f"{u}: {len(v)}" for u, v in info["unlabelled"].items()))
+            continue
         sizes = ", ".join(f"{s['size']}{' (clamped from ' + name + ')' if s['clamped'] else ''}"
                           for name, s in info["sizes"].items())
         lines.append(f"{task} ({info['dataset']}, pool {info['pool_size']}): labelled sizes {sizes}; "

@@ -13,8 +13,9 @@ import importlib
 from multimix.methods.base import Method
 from multimix.study import RunSpec
 
-MODULES = {"multimix": "multimix.methods.multimix", "appaunet": "multimix.methods.appaunet"}
-CLASSES = {"multimix": "MultiMixMethod", "appaunet": "APPAUNetMethod"}
+MODULES = {"multimix": "multimix.methods.multimix", "appaunet": "multimix.methods.appaunet",
+           "chexseg": "multimix.methods.chexseg"}
+CLASSES = {"multimix": "MultiMixMethod", "appaunet": "APPAUNetMethod", "chexseg": "ChexsegMethod"}
 
 
 def method_class(spec: RunSpec) -> type[Method]:

@@ -41,6 +41,18 @@ class Method:
     def parameter_count(self) -> int:
         raise NotImplementedError
 
+    def open_streams(self, splits: dict):
+        """The run's training streams and validation sets (`streams.Streams` by default: the
+        segmentation / classification sources of the split file)."""
+        from multimix.training.streams import Streams
+
+        return Streams(self.cfg, self.spec, splits, self.streams)
+
+    def inputs(self) -> list[Path]:
+        """Files besides the split file and the sources' HDF5 that the run reads (pseudo-labels,
+        another run's weights): part of the fingerprint a checkpoint is resumed by."""
+        return []
+
     # -- one step, one epoch --------------------------------------------------
     def train_mode(self) -> None:
         raise NotImplementedError

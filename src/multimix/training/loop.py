@@ -46,7 +46,7 @@ from multimix.data import layout
 from multimix.errors import InputError
 from multimix.methods import method_class
 from multimix.study import RunSpec, find_run
-from multimix.training.streams import Streams, derive_seed
+from multimix.training.streams import derive_seed
 
 
 # ------------------------------------------------------------------ model selection
@@ -74,10 +74,10 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def data_digest(cfg: Config) -> str:
+def data_digest(cfg: Config, extra: list[Path] = ()) -> str:
     sources = dict.fromkeys(s for d in (cfg.split.segmentation_dataset, cfg.split.classification_dataset)
                             for s in layout.sources(d))
-    files = [cfg.split_dir / "splits.json"] + [cfg.processed_dir / f"{d}.h5" for d in sources]
+    files = [cfg.split_dir / "splits.json"] + [cfg.processed_dir / f"{d}.h5" for d in sources] + list(extra)
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode())
@@ -136,14 +136,13 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
         return torch.autocast("cuda", dtype=amp_dtype) if cuda else contextlib.nullcontext()
 
     params = resolved_params(cfg, spec)
-    data_id, source_id = data_digest(cfg), tracking.source_digest()
+    torch.manual_seed(derive_seed(spec.name, spec.repeat, "init"))
+    method = method_class(spec)(cfg, spec, dev, amp=amp)
+    streams = method.open_streams(splits)
+    data_id, source_id = data_digest(cfg, method.inputs()), tracking.source_digest()
     # A checkpoint is resumed only by the same parameters, data and code.
     fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode() + data_id.encode()
                                  + source_id.encode()).hexdigest()
-
-    torch.manual_seed(derive_seed(spec.name, spec.repeat, "init"))
-    method = method_class(spec)(cfg, spec, dev, amp=amp)
-    streams = Streams(cfg, spec, splits, method.streams)
 
     run_dir, state_dir = cfg.runs_dir / spec.name, cfg.checkpoint_dir / spec.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +193,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                 "device": str(dev), "parameters": str(method.parameter_count()),
             })
     steps = tc.steps_per_epoch
-    images_per_step = tc.batch_size * len(streams.train)
+    images_per_step = getattr(streams, "images_per_step", tc.batch_size * len(streams.train))
     end_epoch = tc.epochs if stop_after_epochs is None else min(tc.epochs, start_epoch + stop_after_epochs)
     status = "FAILED"
     try:

@@ -42,10 +42,11 @@ class Batches(Dataset):
 
     def __getitem__(self, k: int) -> dict:
         items = [self.images[i] for i in self.plan[k]]
-        batch = {"image": torch.stack([it["image"] for it in items]),
-                 "label": torch.tensor([it["label"] for it in items])}
-        if "mask" in items[0]:
-            batch["mask"] = torch.stack([it["mask"] for it in items])
+        batch = {}
+        for key in items[0]:  # image, label(s), mask: whatever the dataset's items hold
+            if key != "index":
+                values = [it[key] for it in items]
+                batch[key] = torch.stack(values) if torch.is_tensor(values[0]) else torch.tensor(values)
         return batch
 
 
