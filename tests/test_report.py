@@ -50,6 +50,9 @@ def fake_eval(folder, name, spec, rng):
                 label = i % 2
                 p = float(np.clip(0.5 + (0.3 + bonus) * (1 if label else -1) + 0.2 * rng.standard_normal(), 0, 1))
                 row.update(label=label, probability=p)
+                if label == 1 and dataset == "chex":  # phantoms with known opacities: saliency scored
+                    hit = float(spec["preset"] == "multimix" or i % 4 == 1)
+                    row.update(saliency_hit=hit, saliency_mass=0.3 * hit + 0.1, saliency_iou=0.2, lesion_share=0.05)
             frame.append(row)
         frame = pd.DataFrame(frame)
         rows.append(frame)
@@ -112,6 +115,12 @@ def test_report_tables_figures_and_mlflow(study):
     row = bridge[(bridge.Model == "multimix") & (bridge.dataset == "jsrt")].iloc[0]
     assert row["Δ DS"].startswith("0.100") and row["mean |Δ logit|"].startswith("5.00e-01")
     assert bridge[bridge.Model == "unet"]["Δ DS"].str.startswith("0.000").all()
+    saliency = pd.read_csv(folder / "reports" / "saliency_localisation.csv", dtype=str)
+    assert list(saliency["Model"]) == ["umtl", "multimix"] and set(saliency["dataset"]) == {"chex"}  # nihx: no masks
+    mm = saliency[saliency.Model == "multimix"].iloc[0]
+    assert mm["hit"].startswith("1.000") and mm["mass"].startswith("0.400") and mm["chance"].startswith("0.050")
+    assert mm["images"] == "6" and mm["repeats"] == "2"
+    assert saliency[saliency.Model == "umtl"].iloc[0]["hit"].startswith("0.500")
     assert "| 2 | chex | 100 | 10 | accuracy | 0.800 ± 0.025 |" in (folder / "reports" / "paper_comparison.md").read_text()
     runs = mlflow.search_runs(experiment_names=["fake-study"], filter_string="tags.kind = 'report'")
     assert len(runs) == 1

@@ -16,6 +16,11 @@ mode (dropout off). Writes, under `data/eval/NAME/`:
                  sensitivity; 0 for models without a bridge);
   metrics.json   per-dataset summary (DVC metrics);
   examples.npz   a few images with saliency and masks for the report figures.
+On the synthetic default the pneumonia phantoms of CheX and NIHX carry their exact opacity
+masks (`layout.PHANTOM_LESIONS`): the classifier's saliency map (the input gradient MultiMix's
+bridge feeds the decoder) is scored against them per image (`localisation.saliency_scores`:
+pointing-game hit, mass share inside the opacities, IoU of its top 5 %), beside the chance
+level of a uniform map (the opacities' area share).
 The summary is also logged to the run's MLflow record as `test_<dataset>_<metric>`.
 """
 
@@ -29,8 +34,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from multimix import metrics, tracking
+from multimix import localisation, metrics, tracking
 from multimix.config import Config
+from multimix.data import layout
+from multimix.data.preprocess import read_manifest
 from multimix.data.loader import open_images
 from multimix.errors import InputError
 from multimix.study import find_run
@@ -71,6 +78,10 @@ def _summarise(frame: pd.DataFrame, task: str) -> dict[str, float]:
         out = metrics.multiclass_scores(frame["label"], frame[columns].to_numpy())
     else:
         out = metrics.classification_scores(frame["label"], frame["probability"])
+    if "saliency_hit" in frame:  # saliency localisation on the phantoms' known opacities
+        scored = frame.dropna(subset=["saliency_hit"])
+        out.update({f"saliency_{name}": float(scored[f"saliency_{name}"].mean()) for name in ("hit", "mass", "iou")},
+                   saliency_chance=float(scored["lesion_share"].mean()), saliency_images=int(len(scored)))
     out["images"] = int(len(frame))
     return out
 
@@ -102,10 +113,13 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
             ids = splits["partitions"][dataset]["test"]
             data = open_images(cfg.processed_dir, dataset, ids, masks=task == "segmentation")
             loader = DataLoader(data, batch_size=10, shuffle=False)
+            lesions = _lesions(cfg, dataset, data.ids) if task == "classification" else {}
             frame_rows = []
             for batch in loader:
                 x = batch["image"].to(dev)
                 out = model(x, with_decoder=task == "segmentation", with_classifier=True)
+                batch_ids = [data.ids[int(i)] for i in batch["index"]]
+                saliency = model.saliency(x)[:, 0].cpu().numpy() if any(i in lesions for i in batch_ids) else None
                 ablated = None
                 if task == "segmentation" and model.bridge:
                     ablated = model(x, with_classifier=False, zero_saliency=True).mask_logits
@@ -129,6 +143,11 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
                                    probability=float(probabilities[1]))
                         if len(probabilities) > 2:
                             row.update({f"probability_{c}": float(p) for c, p in enumerate(probabilities)})
+                        if row["id"] in lesions:  # a pneumonia phantom: does the saliency point at its opacities?
+                            lesion = lesions[row["id"]]
+                            scores = localisation.saliency_scores(saliency[k], lesion)
+                            row.update({f"saliency_{name}": value for name, value in scores.items()},
+                                       lesion_share=float(lesion.mean()))
                     frame_rows.append(row)
             frame = pd.DataFrame(frame_rows)
             rows.append(frame)
@@ -149,6 +168,16 @@ def _write(cfg: Config, run: str, per_image: pd.DataFrame, summary: dict, exampl
     per_image.to_csv(out_dir / "per_image.csv", index=False)
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     np.savez_compressed(out_dir / "examples.npz", **examples)
+
+
+def _lesions(cfg: Config, dataset: str, ids) -> dict[str, np.ndarray]:
+    """Known opacity masks of a classification test set's pneumonia phantoms (none for real data)."""
+    manifest_path = cfg.interim_dir / "manifest.csv"
+    if not (cfg.raw_dir / dataset / layout.PHANTOM_LESIONS).is_dir() or not manifest_path.is_file():
+        return {}
+    manifest = read_manifest(manifest_path).set_index("id")
+    return localisation.phantom_lesions(manifest, cfg.raw_dir / dataset, ids, cfg.preprocess.size,
+                                        cfg.preprocess.aspect)
 
 
 def _flat(summary: dict, prefix: str = "") -> dict:

@@ -24,6 +24,7 @@ Undefined (NaN) where the lesion mask is empty or the map is all zero.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -75,3 +76,21 @@ def saliency_scores(saliency: np.ndarray, lesion: np.ndarray, level: float = 0.9
     mass = float(saliency[lesion].sum() / total)
     thresholded = saliency > np.quantile(saliency, level)
     return {"hit": hit, "mass": mass, "iou": iou(thresholded, lesion, true_pos_only=False)}
+
+
+def phantom_lesions(manifest: pd.DataFrame, source_root: Path, ids, size: int, aspect: str) -> dict[str, np.ndarray]:
+    """The exact opacity masks of pneumonia phantoms among `ids` (rows of the harmonised manifest,
+    indexed by id), on the preprocessed S x S grid, placed as preprocess placed their images.
+    Real sources have no such masks: the result is then empty (and nothing is scored)."""
+    from multimix.data import layout
+    from multimix.data.preprocess import geometry, place_on_grid, resize_mask
+
+    found = {}
+    for image_id in ids:
+        row = manifest.loc[image_id]
+        rel = Path(row["image_path"]).resolve().relative_to(Path(source_root).resolve())
+        path = layout.phantom_lesion_path(source_root, rel)
+        if path.is_file():
+            g = geometry(int(row["height"]), int(row["width"]), size, aspect)
+            found[image_id] = place_on_grid(resize_mask([path], g), g, size, np.uint8).astype(bool)
+    return found

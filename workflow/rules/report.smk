@@ -6,15 +6,18 @@ REPORT_FILES = [
     f"{REPORT}/{name}"
     for name in (
         "table2_in_domain.md", "table2_in_domain.csv", "table3_cross_domain.md", "table3_cross_domain.csv",
-        "claims.md", "claims.csv", "bridge_sensitivity.md", "bridge_sensitivity.csv", "paper_comparison.md", "runs_summary.csv", "summary.json",
+        "claims.md", "claims.csv", "bridge_sensitivity.md", "bridge_sensitivity.csv",
+        "saliency_localisation.md", "saliency_localisation.csv", "paper_comparison.md", "runs_summary.csv", "summary.json",
     )
 ]
 
 
 def evaluate_inputs(wildcards):
     if method_of(wildcards.run) != "chexseg":
-        return code("evaluation.py", "metrics.py", "methods/__init__.py", "methods/multimix.py", "methods/appaunet.py",
-                    "models/multimix.py", "models/ppaunet.py")
+        # the manifest and raw files: the phantoms' opacity masks, to score the saliency maps
+        return [MANIFEST, RECEIPT] + code("evaluation.py", "metrics.py", "localisation.py", "methods/__init__.py",
+                                          "methods/multimix.py", "methods/appaunet.py", "models/multimix.py",
+                                          "models/ppaunet.py")
     # seed 004: CheXlocalize's masks at native size, found through the manifest in the raw files
     return [MANIFEST, RECEIPT] + code("evaluation.py", "evaluation_chexseg.py", "localisation.py",
                                       "methods/__init__.py", "methods/chexseg.py", "models/deeplab.py",

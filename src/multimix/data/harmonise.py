@@ -93,10 +93,11 @@ class Scan:
 
 # ------------------------------------------------------------------ walking
 def _walk(root: Path, scan: Scan) -> list[Path]:
-    """All files under root except OS/archive litter (counted as skipped)."""
+    """All files under root except OS/archive litter and the phantoms' evaluation-only lesion masks
+    (both counted as skipped)."""
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
-        litter = [d for d in dirnames if d in layout.AUX_DIRS]
+        litter = [d for d in dirnames if d in layout.AUX_DIRS or (d == layout.PHANTOM_LESIONS and Path(dirpath) == root)]
         for d in litter:
             dirnames.remove(d)
             for sub, _, names in os.walk(Path(dirpath) / d):

@@ -103,6 +103,19 @@ PHANTOM_TRAIN_MASKS = "phantom_masks_train.json"
 AUX_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 AUX_DIRS = {"__MACOSX"}
 
+# The pneumonia phantoms of CheX and NIHX store their exact opacity masks here, mirroring the image's
+# path under the source folder (`chest_xray/test/PNEUMONIA/x.jpeg` -> `phantom_lesions/chest_xray/test/
+# PNEUMONIA/x.png`). No real source has such a folder; harmonise counts its files as skipped and only
+# `evaluate` reads them, to score saliency maps against the truth.
+PHANTOM_LESIONS = "phantom_lesions"
+
+
+def phantom_lesion_path(root, image_rel):
+    """Where the opacity mask of the image at `image_rel` (relative to the source folder `root`) lies."""
+    from pathlib import Path
+
+    return Path(root) / PHANTOM_LESIONS / Path(image_rel).with_suffix(".png")
+
 EXPECTED = {
     "jsrt": (
         "{raw}/jsrt/" + JSRT_IMAGE_DIR + "/JPCLN001.IMG … JPCNN093.IMG (2048x2048 12-bit big-endian raw) and the SCR "

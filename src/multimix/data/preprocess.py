@@ -119,7 +119,7 @@ def normalise(pixels: np.ndarray, lo_pct: float, hi_pct: float) -> np.ndarray:
     return np.clip((pixels - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def _place(pixels: np.ndarray, g: Geometry, size: int, dtype) -> np.ndarray:
+def place_on_grid(pixels: np.ndarray, g: Geometry, size: int, dtype) -> np.ndarray:
     if pixels.shape == (size, size):
         return pixels.astype(dtype, copy=False)
     canvas = np.zeros((size, size), dtype=dtype)
@@ -170,13 +170,13 @@ def process_image(image_path: str, fmt: str, mask_paths: str, height: int, width
     if invert:  # JSRT stores larger = darker
         small = formats.JSRT_MAX - small
     pixels = normalise(small, *cfg.clip_percentiles)
-    image = _place(pixels, g, cfg.size, np.float32)
+    image = place_on_grid(pixels, g, cfg.size, np.float32)
     mask = None
     if mask_paths.endswith(".json"):
         small_masks = resize_pathology_masks(mask_paths, image_id, g)
-        mask = np.stack([_place(m, g, cfg.size, np.uint8) for m in small_masks])
+        mask = np.stack([place_on_grid(m, g, cfg.size, np.uint8) for m in small_masks])
     elif mask_paths:
-        mask = _place(resize_mask([Path(p) for p in mask_paths.split(";")], g), g, cfg.size, np.uint8)
+        mask = place_on_grid(resize_mask([Path(p) for p in mask_paths.split(";")], g), g, cfg.size, np.uint8)
     return image, mask
 
 

@@ -61,7 +61,8 @@ for _preset, _counts in synth_chexseg.PRESETS.items():  # seed 004's sources (sy
     PRESETS[_preset] |= _counts
 
 DATASET_CODES = {"jsrt": 1, "chex": 2, "mcu": 3, "nihx": 4, "shenzhen": 5}
-VERSION = 2  # of the phantoms and layouts written: a source written by another version is written again
+VERSION = 3  # of the phantoms and layouts written: a source written by another version is written again
+# (3: CheX and NIHX pneumonia phantoms store their opacity masks under PHANTOM_LESIONS)
 
 
 @dataclass(frozen=True)
@@ -180,12 +181,22 @@ def _jsrt_clinical_row(name: str, anat: phantom.Anatomy, index: int, seed: int) 
             f"{side}{lobe} lobe")
 
 
+def _write_lesions(root: Path, image: Path, anat: phantom.Anatomy, height: int, width: int) -> None:
+    """The exact opacity mask of a pneumonia phantom, beside (not inside) the source's official
+    layout, so harmonise never sees it; read only by `evaluate` to score saliency maps."""
+    out = layout.phantom_lesion_path(root, image.relative_to(root))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    formats.write_png(out, phantom.lesion_mask(anat, height, width).astype(np.uint8) * 255)
+
+
 def _write_chex(job) -> None:
-    path, seed, index, abnormal, opacity_scale = job
+    path, seed, index, abnormal, opacity_scale, root = job
     rng = _rng(seed, "chex", 10_000_000 + index)
     width = int(rng.integers(1100, 2100))
     height = int(width * rng.uniform(0.65, 0.95))
-    _, img, rng = _phantom("chex", seed, index, height, width, abnormal, opacity_scale)
+    anat, img, rng = _phantom("chex", seed, index, height, width, abnormal, opacity_scale)
+    if abnormal:
+        _write_lesions(root, path, anat, height, width)
     pixels = np.round(img * 255).astype(np.uint8)
     if rng.random() < 0.1:  # a few Kermany JPEGs are stored as 3-channel
         pixels = np.repeat(pixels[..., None], 3, axis=2)
@@ -240,8 +251,10 @@ def _write_shenzhen(job) -> None:
 
 
 def _write_nih(job) -> None:
-    path, seed, index, abnormal, opacity_scale = job
-    _, img, rng = _phantom("nihx", seed, index, 1024, 1024, abnormal, opacity_scale)
+    path, seed, index, abnormal, opacity_scale, root = job
+    anat, img, rng = _phantom("nihx", seed, index, 1024, 1024, abnormal, opacity_scale)
+    if abnormal:
+        _write_lesions(root, path, anat, 1024, 1024)
     pixels = np.round(img * 255).astype(np.uint8)
     if rng.random() < 0.04:  # a few NIH PNGs are RGBA
         pixels = np.concatenate([np.repeat(pixels[..., None], 3, axis=2), np.full((1024, 1024, 1), 255, np.uint8)], axis=2)
@@ -290,7 +303,7 @@ def _plan_chex(root: Path, counts: dict, seed: int, chex_layout: str = "mendeley
                     person += 1
                 else:
                     name = f"{'NORMAL2-' if k % 2 else ''}IM-{index:04d}-0001.jpeg"
-                jobs.append((folder / name, seed, index, abnormal, opacity_scale))
+                jobs.append((folder / name, seed, index, abnormal, opacity_scale, root))
                 index += 1
     return _write_chex, jobs
 
@@ -340,7 +353,7 @@ def _plan_nih(root: Path, counts: dict, seed: int, opacity_scale: float = 1.0, *
         spacing = rng.choice(["0.143", "0.139", "0.168"])
         rows.append([name, findings, follow_up, patient, int(rng.integers(10, 90)), rng.choice(["M", "F"]),
                      rng.choice(["PA", "AP"]), width, height, spacing, spacing])
-        jobs.append((images / name, seed, index, kind == "pneumonia", opacity_scale))
+        jobs.append((images / name, seed, index, kind == "pneumonia", opacity_scale, root))
     rows.sort(key=lambda r: r[0])
     with open(root / layout.NIH_LABEL_FILES[0], "w", newline="") as fh:
         fh.write(NIH_HEADER + "\n")
