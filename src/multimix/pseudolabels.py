@@ -120,10 +120,8 @@ def _phantom_truth(cfg, ids: list[str], size: int) -> np.ndarray | None:
     import json as _json
     from pathlib import Path
 
-    from PIL import Image
-
     from multimix.data import chexpert, layout
-    from multimix.data.preprocess import area_resize
+    from multimix.data.preprocess import resize_binary
 
     path = Path(cfg.raw_dir) / "chexpert" / layout.PHANTOM_TRAIN_MASKS
     if not path.is_file():
@@ -137,7 +135,7 @@ def _phantom_truth(cfg, ids: list[str], size: int) -> np.ndarray | None:
         for c, name in enumerate(layout.CHEXLOCALIZE_PATHOLOGIES):
             mask = chexpert.decode(entry[name])
             if mask.any():
-                out[i, c] = np.asarray(area_resize(Image.fromarray(mask.astype(np.uint8) * 255), size, size)) >= 128
+                out[i, c] = resize_binary(mask, size, size)
     return out
 
 

@@ -207,19 +207,21 @@ def read_segmentations(path: Path) -> dict[str, dict[str, dict]]:
     return data
 
 
+def _annotation_size(path: Path, image: str, entry) -> tuple[int, int]:
+    """One gt_annotations entry's image size, its pathology names checked."""
+    size = entry.get("img_size") if isinstance(entry, dict) else None
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise InputError(f"{path}: {image!r}: expected \"img_size\": [h, w] and polygons per pathology")
+    for name in entry:
+        if name != "img_size":
+            _check_pathology(path, image, name)
+    return size[0], size[1]
+
+
 def annotation_sizes(path: Path) -> dict[str, tuple[int, int]]:
     """gt_annotations_*.json -> {id: (h, w)}, its structure checked, nothing rasterised."""
     path = Path(path)
-    out = {}
-    for image, entry in _load_json(path).items():
-        size = entry.get("img_size") if isinstance(entry, dict) else None
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-            raise InputError(f"{path}: {image!r}: expected \"img_size\": [h, w] and polygons per pathology")
-        for name in entry:
-            if name != "img_size":
-                _check_pathology(path, image, name)
-        out[image] = (size[0], size[1])
-    return out
+    return {image: _annotation_size(path, image, entry) for image, entry in _load_json(path).items()}
 
 
 def masks_of(path: Path, image: str) -> dict[str, np.ndarray] | None:
@@ -246,16 +248,13 @@ def read_annotations(path: Path) -> dict[str, dict[str, np.ndarray]]:
     data = _load_json(path)
     out = {}
     for image, entry in data.items():
-        size = entry.get("img_size") if isinstance(entry, dict) else None
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-            raise InputError(f"{path}: {image!r}: expected \"img_size\": [h, w] and polygons per pathology")
+        size = _annotation_size(path, image, entry)
         out[image] = {}
         for name, polygons in entry.items():
             if name == "img_size":
                 continue
-            _check_pathology(path, image, name)
             try:
-                out[image][name] = rasterise(polygons, tuple(size))
+                out[image][name] = rasterise(polygons, size)
             except (TypeError, ValueError):
                 raise InputError(f"{path}: {image!r} / {name!r}: expected a list of polygons [[[x, y], …], …]") from None
     return out

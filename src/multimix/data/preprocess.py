@@ -149,6 +149,13 @@ MULTILABEL = {"chexpert", "chexlocalize"}  # datasets with the ten pathologies' 
 PATHOLOGIES = len(layout.CHEXLOCALIZE_PATHOLOGIES)
 
 
+def resize_binary(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """One boolean mask -> {0, 1} at (height, width) by the area rule (kept where it covers at
+    least half a target pixel), as every mask of the pipeline is resized."""
+    return (np.asarray(area_resize(Image.fromarray(mask.astype(np.uint8) * 255), width, height)) >= 128
+            ).astype(np.uint8)
+
+
 def resize_pathology_masks(json_path: str, image_id: str, g: Geometry) -> np.ndarray:
     """CheXlocalize's ten masks of one image -> (10, h, w) {0, 1} by the area rule; an image
     the file does not list (no positive label) has ten empty masks."""
@@ -156,8 +163,7 @@ def resize_pathology_masks(json_path: str, image_id: str, g: Geometry) -> np.nda
     out = np.zeros((PATHOLOGIES, g.height, g.width), dtype=np.uint8)
     for k, name in enumerate(layout.CHEXLOCALIZE_PATHOLOGIES):
         if masks is not None and masks.get(name) is not None and masks[name].any():
-            small = area_resize(Image.fromarray(masks[name].astype(np.uint8) * 255), g.width, g.height)
-            out[k] = np.asarray(small) >= 128
+            out[k] = resize_binary(masks[name], g.width, g.height)
     return out
 
 

@@ -121,14 +121,20 @@ def _label_row(path: str, present: set[str], rng: np.random.Generator, noisy: bo
 
 
 # ------------------------------------------------------------------ jobs
+def _small_image(root: Path, seed: int, split: str, folder: str, index: int):
+    """Draw one patient at CheXpert-small's size (320 px high) and write its JPEG under `folder`."""
+    native = _native_size(seed, split, index)
+    height, width = SMALL_HEIGHT, round(SMALL_HEIGHT * native[1] / native[0])
+    anat, found, pixels = _draw(seed, split, index, height, width, native)
+    rel = f"{layout.CHEXPERT_ROOTS[0]}/{folder}/patient{FIRST_PATIENT[split] + index:05d}/study1/view1_frontal.jpg"
+    _write(root / rel, pixels, 90)
+    return rel, anat, found, (height, width)
+
+
 def _train_job(job):
     root, seed, index = job
-    native = _native_size(seed, "train", index)
-    height, width = SMALL_HEIGHT, round(SMALL_HEIGHT * native[1] / native[0])
-    anat, found, pixels = _draw(seed, "train", index, height, width, native)
-    rel = f"{layout.CHEXPERT_ROOTS[0]}/train/patient{FIRST_PATIENT['train'] + index:05d}/study1/view1_frontal.jpg"
-    _write(root / rel, pixels, 90)
-    masks = pathology.masks(anat, found, height, width)
+    rel, anat, found, size = _small_image(root, seed, "train", "train", index)
+    masks = pathology.masks(anat, found, *size)
     row = _label_row(rel, set(found.present), _rng(seed, "train", index, stream=4), noisy=True)
     return chexpert.cxr_id(rel), row, {p: chexpert.encode(m) for p, m in masks.items()}
 
@@ -136,11 +142,7 @@ def _train_job(job):
 def _valid_small_job(job):
     """CheXpert's valid/ (small): the CheXlocalize val patients at 320 px."""
     root, seed, index = job
-    native = _native_size(seed, "val", index)
-    height, width = SMALL_HEIGHT, round(SMALL_HEIGHT * native[1] / native[0])
-    _, found, pixels = _draw(seed, "val", index, height, width, native)
-    rel = f"{layout.CHEXPERT_ROOTS[0]}/valid/patient{FIRST_PATIENT['val'] + index:05d}/study1/view1_frontal.jpg"
-    _write(root / rel, pixels, 90)
+    rel, _, found, _ = _small_image(root, seed, "val", "valid", index)
     return _label_row(rel, set(found.present), _rng(seed, "val", index, stream=4), noisy=False)
 
 
