@@ -63,10 +63,14 @@ def test_grad_cam_matches_the_hand_computed_map():
 def test_grad_cam_layers_of_the_classifiers(arch):
     torch.manual_seed(0)
     model = pathology_classifier(arch, classes=3)
-    maps, probs = pseudolabels.cams(model, CAM_LAYER[arch], torch.randn(2, 1, 64, 64), classes=3)
+    images = torch.randn(2, 1, 64, 64)
+    maps, probs = pseudolabels.cams(model, CAM_LAYER[arch], images, classes=3)
     assert maps.shape == (2, 3, 64, 64) and probs.shape == (2, 3) and maps.min() >= 0
     peaks = maps.reshape(6, -1).max(1)
     assert np.all(np.isclose(peaks, 1.0) | (peaks == 0.0))  # each map scaled by its maximum (or empty)
+    # evaluation batches images: each image's maps are those it gets on its own (eval mode)
+    one, _ = pseudolabels.cams(model, CAM_LAYER[arch], images[1:], classes=3)
+    assert np.allclose(maps[1:], one, atol=1e-5)
 
 
 def test_tuned_thresholds_maximise_iou_and_otsu_splits_two_levels():

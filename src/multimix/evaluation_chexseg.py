@@ -33,6 +33,9 @@ from multimix.pseudolabels import cams
 PATHOLOGIES = layout.CHEXLOCALIZE_PATHOLOGIES
 
 
+CAM_BATCH = 16  # images per Grad-CAM pass (the network runs in eval mode: images stay independent)
+
+
 def _native(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """(C, S, S) logits -> (C, h, w) bool at probability >= 0.5 (logit >= 0)."""
     return (F.interpolate(logits[None].float(), size=size, mode="bilinear", align_corners=False)[0] >= 0).numpy()
@@ -61,6 +64,14 @@ def evaluate_run(cfg, spec, dev) -> tuple[pd.DataFrame, dict]:
     s4 = cfg.seed004
     rows = []
     classifier = best["role"] == "classifier"
+    if classifier:  # Grad-CAM in batches: one backward pass per pathology and batch, not per image
+        chunks = [range(i, min(i + CAM_BATCH, len(data))) for i in range(0, len(data), CAM_BATCH)]
+        with torch.enable_grad():
+            found = [cams(net, CAM_LAYER[str(best["architecture"])],
+                          torch.stack([data[k]["image"] for k in chunk]).to(dev), classes=len(PATHOLOGIES))
+                     for chunk in chunks]
+        all_maps = np.concatenate([m for m, _ in found]) if found else np.zeros((0,))
+        all_probs = np.concatenate([p for _, p in found]) if found else np.zeros((0,))
     for k in range(len(data)):
         item = data[k]
         image_id = data.ids[k]
@@ -68,8 +79,7 @@ def evaluate_run(cfg, spec, dev) -> tuple[pd.DataFrame, dict]:
         size = (int(native[k][0]), int(native[k][1]))
         x = item["image"][None].to(dev)
         if classifier:
-            with torch.enable_grad():
-                maps, probs = cams(net, CAM_LAYER[str(best["architecture"])], x, classes=len(PATHOLOGIES))
+            maps, probs = all_maps[k:k + 1], all_probs[k:k + 1]
             for c, name in enumerate(PATHOLOGIES):
                 row = {"id": image_id, "pathology": name, "label": float(item["labels"][c]),
                        "probability": float(probs[0, c])}
