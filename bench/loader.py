@@ -3,7 +3,9 @@
 Writes a temporary HDF5 file in the exact format of `multimix preprocess`
 (256x256 float32 images and uint8 masks, one LZF chunk per image), then
 iterates it with a shuffled torch DataLoader at batch 10 (the paper's batch
-per stream) with 0 and 2 worker processes. For comparison it times
+per stream) with 0 and 2 worker processes, and as `train.data_on_device`
+serves it: read once onto the device (CUDA if present, else CPU), one
+index_select per batch — in float32 and float16. For comparison it times
 forward+backward passes of the MultiMix network on the same batches
 (one training stream), when the model module is available.
 
@@ -50,6 +52,24 @@ def loader_rate(path: Path, workers: int, epochs: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
+def resident_rate(path: Path, epochs: int, device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
+    """Images/s of batches from the streams kept on `device`, and the seconds the one read took."""
+    from multimix.training.streams import ResidentData, epoch_plan
+
+    data = H5Images(path)
+    start = time.perf_counter()
+    resident = ResidentData(data, device, dtype)
+    read = time.perf_counter() - start
+    steps = len(data) // 10
+    start, seen = time.perf_counter(), 0
+    for epoch in range(epochs):
+        for batch in resident.batches(epoch_plan(len(data), steps, 10, "bench", 0, epoch, "stream")):
+            seen += len(batch["image"])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - start), read
+
+
 def training_rate(steps: int = 3) -> float | None:
     try:
         from multimix.models.multimix import MultiMixNet
@@ -88,6 +108,11 @@ def main() -> None:
         rates = {workers: loader_rate(path, workers, args.epochs) for workers in (0, 2)}
         for workers, value in rates.items():
             print(f"loader, {workers} worker(s): {value:8.0f} images/s")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        for dtype in (torch.float32, torch.float16):
+            value, read = resident_rate(path, args.epochs, device, dtype)
+            print(f"on the device ({device.type}, {str(dtype).removeprefix('torch.')}): {value:8.0f} images/s "
+                  f"(read once in {read:.1f} s); x{value / rates[0]:.0f} the 0-worker loader")
     torch.set_num_threads(2)
     rate = training_rate()
     if rate is None:

@@ -60,3 +60,16 @@ def shared_nih() -> Path:
     if not (SHARED_NIH / "Data_Entry_2017_v2020.csv.gz").exists():
         pytest.skip("../shared/data/nih is not present")
     return SHARED_NIH
+
+
+@pytest.fixture(scope="session")
+def finished_dvc_project(tmp_path_factory) -> Path:
+    """The orchestrator tests' tiny project (tests/projects.py) after a complete local `dvc repro`,
+    committed. Shared by several tests: never change it, work on projects.copy_project(...)."""
+    from projects import make_project, sh  # (projects imports this module: import it late)
+
+    project = make_project(tmp_path_factory.mktemp("dvc-run"))
+    sh(project, "dvc", "repro", "-q")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-q", "-m", "a finished run")
+    return project

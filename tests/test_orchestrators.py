@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,53 +20,12 @@ import torch
 import yaml
 
 from conftest import TINY_COUNTS
+from projects import BIN, ROOT, copy_project, make_project, sh
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 RUN = "enc-c2-r0"
 
 # Whole pipelines under the real orchestrators: minutes each (about 2 on 2 idle cores), more on a busy machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
-
-
-def tiny_params() -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["synth"]["counts"] = TINY_COUNTS
-    params["harmonise"]["workers"] = 1
-    params["preprocess"].update(size=64, workers=1)
-    params["split"].update(segmentation_sizes=[1, "full"], classification_sizes=[2, "full"], repeats=[0])
-    params["study"] = {"name": "orchestrated", "repeats": [0],
-                       "presets": {"segmentation": ["unet"], "classification": ["enc"], "multitask": []},
-                       "segmentation_labels": [1], "classification_labels": [2], "multitask_labels": [],
-                       "chexseg": params["study"]["chexseg"]}  # (empty: dvc.yaml's seed-004 matrices need the keys)
-    params["train"].update(epochs=3, steps_per_epoch=2, batch_size=2, figures=1)
-    return params
-
-
-def sh(project: Path, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    tool = str(BIN / args[0]) if (BIN / args[0]).exists() else args[0]
-    result = subprocess.run([tool, *args[1:]], cwd=project, capture_output=True, text=True, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def make_project(tmp_path) -> Path:
-    """The tiny project: git + DVC, the real pipeline files, the package source linked in."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    for name in ("dvc.yaml", "Snakefile", ".gitignore", ".dvcignore"):
-        shutil.copy(ROOT / name, folder / name)
-    shutil.copytree(ROOT / "workflow", folder / "workflow")
-    os.symlink(ROOT / "src", folder / "src")  # the code dependencies of the stages
-    (folder / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    sh(folder, "git", "init", "-q")
-    sh(folder, "git", "config", "user.email", "test@example.org")
-    sh(folder, "git", "config", "user.name", "test")
-    sh(folder, "dvc", "init", "-q")
-    sh(folder, "git", "add", "-A")
-    sh(folder, "git", "commit", "-q", "-m", "tiny project")
-    return folder
 
 
 @pytest.fixture
@@ -132,17 +89,18 @@ def kill_during_training(project: Path, command: list[str], epochs: int) -> subp
     return proc
 
 
-def test_forced_dvc_rerun_and_a_second_fresh_project_write_the_same_dvc_lock(tmp_path):
+def test_forced_dvc_rerun_and_a_second_fresh_project_write_the_same_dvc_lock(tmp_path, finished_dvc_project):
     """`dvc repro -f` deletes best.pt but not last.pt; the rerun must still end with a complete run.
     Every output DVC records is a pure function of the inputs (no timings, run ids or dates): the
-    forced rerun and a second fresh project write the same dvc.lock."""
-    locks = []
-    for name in ("first", "second"):
-        (tmp_path / name).mkdir()
-        project = make_project(tmp_path / name)
-        sh(project, "dvc", "repro", "-q")
-        assert_complete_run(project)
-        locks.append((project / "dvc.lock").read_text())
+    forced rerun and a second fresh project write the same dvc.lock as the first."""
+    locks = [(finished_dvc_project / "dvc.lock").read_text()]
+    (tmp_path / "second").mkdir()
+    fresh = make_project(tmp_path / "second")
+    sh(fresh, "dvc", "repro", "-q")
+    locks.append((fresh / "dvc.lock").read_text())
+    (tmp_path / "first").mkdir()
+    project = copy_project(finished_dvc_project, tmp_path / "first")
+    assert_complete_run(project)
     sh(project, "dvc", "repro", "-f", "-q", "-s", "train-classification@enc-2-0")
     assert_complete_run(project)
     assert set(mlflow_statuses(project)) == {"FINISHED"}
@@ -153,10 +111,8 @@ def test_forced_dvc_rerun_and_a_second_fresh_project_write_the_same_dvc_lock(tmp
     assert locks[0] == locks[1] == locks[2]
 
 
-def test_dvc_exp_run_after_a_kill_resumes_and_shows_metrics(project):
-    sh(project, "dvc", "repro", "-q")
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-q", "-m", "baseline run")
+def test_dvc_exp_run_after_a_kill_resumes_and_shows_metrics(tmp_path, finished_dvc_project):
+    project = copy_project(finished_dvc_project, tmp_path)  # a finished, committed baseline run
     command = [str(BIN / "dvc"), "exp", "run", "-S", "train.epochs=4", "-S", "train.steps_per_epoch=10"]
     kill_during_training(project, command, epochs=4)
     assert "RUNNING" in mlflow_statuses(project)  # SIGKILL leaves no chance to record anything

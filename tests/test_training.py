@@ -393,3 +393,58 @@ def test_evaluate_scores_the_saliency_of_the_pneumonia_phantoms(project, monkeyp
     assert summary["chex"]["saliency_mass"] == pytest.approx(scored["saliency_mass"].mean())
     assert summary["chex"]["saliency_chance"] == pytest.approx(scored["lesion_share"].mean())
     assert np.isfinite(summary["nihx"]["saliency_hit"])  # the NIHX pneumonia phantoms carry masks too
+
+
+# ------------------------------------------------------------------ training streams on the device
+def test_streams_kept_on_the_device_give_the_loaders_batches(project):
+    """train.data_on_device: the same batches as the HDF5 DataLoader (float32 exactly; float16
+    rounded to 11 significant bits), and `auto` keeps the DataLoader on a CPU."""
+    from multimix.training.streams import data_dtype
+
+    cfg = load_config(project / "params.yaml")
+    spec = RunSpec("x", "multimix", "1", "2", 0)
+    splits = json.loads((project / "splits" / "splits.json").read_text())
+    streams = Streams(cfg, spec, splits, MULTIMIX_PRESETS["multimix"].streams)
+    assert data_dtype("auto", torch.device("cpu"), streams.train) is None
+    assert data_dtype("float16", torch.device("cpu"), streams.train) == torch.float16
+
+    def epoch(streams, number):
+        loaders = streams.loaders(cfg, spec, number, 3)
+        return [dict(zip(loaders, parts)) for parts in zip(*loaders.values())]
+
+    from_files = [epoch(streams, n) for n in (0, 1)]
+    streams.keep_on_device(torch.device("cpu"), torch.float32)
+    on_device = [epoch(streams, n) for n in (0, 1)]
+    assert from_files[0] != [] and from_files[0][0].keys() == {"seg_l", "seg_u", "cls_l", "cls_u"}
+    for a_epoch, b_epoch in zip(from_files, on_device):
+        for a, b in zip(a_epoch, b_epoch, strict=True):
+            for name in a:
+                assert a[name].keys() == b[name].keys()
+                assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
+                assert all(a[name][k].dtype == b[name][k].dtype for k in a[name]), name
+    size = streams.keep_on_device(torch.device("cpu"), torch.float16)
+    half = epoch(streams, 0)
+    assert size < 0.55 * sum(4 * t.numel() for r in streams.resident.values() for t in r.tensors.values()
+                             if t.is_floating_point())  # about half of float32 (masks are float too)
+    for a, b in zip(from_files[0], half):
+        for name in a:
+            assert torch.allclose(a[name]["image"], b[name]["image"], atol=2 ** -11, rtol=0)
+            assert torch.equal(a[name]["label"], b[name]["label"])
+            if "mask" in a[name]:
+                assert torch.equal(a[name]["mask"], b[name]["mask"])
+
+
+def test_a_training_with_its_streams_on_the_device_equals_one_through_the_loader(tmp_path, tiny_project, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    got = {}
+    for setting in ("off", "float32"):
+        folder = tmp_path / setting
+        folder.mkdir()
+        for name in ("raw", "interim", "processed", "splits"):
+            os.symlink(tiny_project / name, folder / name)
+        messages = []
+        train(load_config(tiny_params(folder, epochs=2, steps_per_epoch=2, data_on_device=setting)),
+              "multimix-s1-c2-r0", show_progress=False, log=messages.append, use_mlflow=False)
+        assert any("training streams on cpu" in m for m in messages) == (setting == "float32"), messages
+        got[setting] = weights(folder / "runs" / "multimix-s1-c2-r0" / "best.pt")
+    assert all(torch.equal(got["off"][k], got["float32"][k]) for k in got["off"])

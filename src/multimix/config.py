@@ -197,6 +197,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch (0 = torch's default)
     num_workers: int = 0  # DataLoader workers per stream
+    # Training streams read once onto the training device (HDF5 -> tensors): auto = float32 on a
+    # GPU where they take under half its free memory, else the DataLoader; off; float32; float16.
+    data_on_device: Literal["auto", "off", "float32", "float16"] = "auto"
     figures: int = 4  # validation images drawn into saliency/mask figures
     loss: LossConfig = field(default_factory=LossConfig)
     mixmatch: MixMatchConfig = field(default_factory=MixMatchConfig)
@@ -254,6 +257,28 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class ClusterJobs:
+    """What one SLURM job of a kind asks of a node (Snakemake resources; README "Running the
+    paper's study on a cluster")."""
+
+    partition: str | None = None  # null = the cluster's default partition
+    gpus: int = 0
+    cpus: int = 4  # also the job's threads (local runs give a job every core Snakemake has)
+    mem_mb: int = 16000
+    runtime_min: int = 120
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    # Read only by `snakemake --workflow-profile workflow/profiles/slurm`: local runs and DVC ignore it.
+    account: str | None = None  # sbatch -A; null = the cluster's default
+    # trainings, pseudo-labels and evaluations (the model on the device)
+    gpu_jobs: ClusterJobs = field(default_factory=lambda: ClusterJobs(gpus=1, cpus=8, mem_mb=32000, runtime_min=720))
+    # acquire, harmonise, preprocess, split, report
+    cpu_jobs: ClusterJobs = field(default_factory=ClusterJobs)
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -268,6 +293,7 @@ class Config:
     seed004: Seed004Config = field(default_factory=Seed004Config)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def raw_dir(self) -> Path:
@@ -416,6 +442,10 @@ def _validate(cfg: Config, where: str) -> None:
     for name in ("segmentation_sizes", "classification_sizes"):
         for size in getattr(cfg.split, name):
             need(size == "full" or size > 0, f"split.{name} has {size!r}; expected positive integers or 'full'")
+    for kind in ("gpu_jobs", "cpu_jobs"):
+        jobs = getattr(cfg.cluster, kind)
+        need(jobs.gpus >= 0 and jobs.cpus >= 1 and jobs.mem_mb >= 1 and jobs.runtime_min >= 1,
+             f"cluster.{kind}: expected gpus >= 0 and cpus, mem_mb, runtime_min >= 1, got {jobs}")
     tc = cfg.train
     for name in ("epochs", "steps_per_epoch", "batch_size", "lr_step_epochs", "strong_max_ops"):
         need(getattr(tc, name) >= 1, f"train.{name} is {getattr(tc, name)!r}; expected an integer >= 1")

@@ -53,3 +53,31 @@ def param_slice(*keys):
             value = value[part]
         out[key] = value
     return out
+
+
+# Jobs on a cluster. Local runs (`--cores N`) keep their threads: one, or every core Snakemake
+# has where torch uses them all (such jobs then run in turn). Under the SLURM profile
+# (workflow/profiles/slurm, no --cores) each job asks for what params.yaml's `cluster` section
+# gives its kind: GPU jobs (train, pseudolabel, evaluate) or CPU jobs (data stages, report).
+ON_CLUSTER = workflow.resource_settings.cores is None
+
+
+def job_threads(kind, every_core=False):
+    if ON_CLUSTER:
+        return getattr(CHECKED.cluster, kind).cpus
+    return workflow.cores if every_core else 1
+
+
+def job_resources(kind, **local):
+    """sbatch's request of one job of `kind` on a cluster; `local` are the resources of a local run."""
+    if not ON_CLUSTER:
+        return local
+    jobs = getattr(CHECKED.cluster, kind)
+    resources = {"mem_mb": jobs.mem_mb, "runtime": jobs.runtime_min}
+    if jobs.gpus:
+        resources["gpu"] = jobs.gpus
+    if jobs.partition:
+        resources["slurm_partition"] = jobs.partition
+    if CHECKED.cluster.account:
+        resources["slurm_account"] = CHECKED.cluster.account
+    return resources

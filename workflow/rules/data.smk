@@ -11,6 +11,9 @@ rule acquire:
         # Raw files may change by hand: their state is a parameter, so a changed tree reruns
         # this rule (DVC: always_changed); an unchanged receipt reruns nothing downstream.
         raw=lambda wildcards: raw_state(CHECKED),
+    threads: job_threads("cpu_jobs")
+    resources:
+        **job_resources("cpu_jobs"),
     log:
         "data/logs/acquire.log",
     shell:
@@ -27,6 +30,9 @@ rule harmonise:
         SUMMARY,
     params:
         p=param_slice("data.datasets", "data.nihx", "data.interim_dir"),
+    threads: job_threads("cpu_jobs")
+    resources:
+        **job_resources("cpu_jobs"),
     log:
         "data/logs/harmonise.log",
     shell:
@@ -42,6 +48,9 @@ rule preprocess:
         directory(PROCESSED),
     params:
         p=param_slice("data.datasets", "preprocess.size", "preprocess.aspect", "preprocess.clip_percentiles", "preprocess.processed_dir"),
+    threads: job_threads("cpu_jobs")
+    resources:
+        **job_resources("cpu_jobs"),
     log:
         "data/logs/preprocess.log",
     shell:
@@ -56,6 +65,9 @@ rule split:
         SPLITS,
     params:
         p=param_slice("split"),
+    threads: job_threads("cpu_jobs")
+    resources:
+        **job_resources("cpu_jobs"),
     log:
         "data/logs/split.log",
     shell:

@@ -48,7 +48,9 @@ rule evaluate:
         p=evaluate_params,
     # All cores, as under DVC: torch's thread count changes float summation order, and the
     # bridge sensitivity (a difference of nearly equal logits) would differ in the 7th digit.
-    threads: workflow.cores
+    threads: job_threads("gpu_jobs", every_core=True)
+    resources:
+        **job_resources("gpu_jobs"),
     log:
         "data/logs/evaluate/{run}.log",
     shell:
@@ -67,6 +69,9 @@ rule report:
     params:
         p=param_slice("study", "model.saliency_norm", "preprocess.size", "train.epochs", "train.steps_per_epoch",
                       "train.batch_size", "train.lr", "train.lr_step_epochs", "train.lr_gamma", "report.dir"),
+    threads: job_threads("cpu_jobs")
+    resources:
+        **job_resources("cpu_jobs"),
     log:
         "data/logs/report.log",
     shell:

@@ -4,9 +4,10 @@
 
 TRAIN_SETTINGS = [
     "study.name", "model", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.batch_size", "train.lr",
-    "train.lr_step_epochs", "train.lr_gamma", "train.strong_max_ops", "train.loss", "train.mixmatch", "seed003",
+    "train.lr_step_epochs", "train.lr_gamma", "train.strong_max_ops", "train.data_on_device", "train.loss", "train.mixmatch",
+    "seed003",
 ]
-CHEXSEG_SETTINGS = ["study.name", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "seed004"]
+CHEXSEG_SETTINGS = ["study.name", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.data_on_device", "seed004"]
 
 
 def train_inputs(wildcards):
@@ -46,9 +47,9 @@ rule train:
         p=train_params,
     # A training job uses every core it is given (torch's threads): two at once on
     # the same cores only thrash, so each job takes them all and jobs run in turn.
-    threads: workflow.cores
+    threads: job_threads("gpu_jobs", every_core=True)
     resources:
-        gpu=1,  # on GPU machines: `--resources gpu=N` runs N trainings at once
+        **job_resources("gpu_jobs", gpu=1),  # local GPU machines: `--resources gpu=N` runs N trainings at once
     log:
         "data/logs/train/{run}.log",
     shell:
@@ -70,7 +71,9 @@ if CHECKED.study.chexseg.cam:
             PSEUDO.replace(".h5", ".json"),
         params:
             p=param_slice("seed004"),
-        threads: workflow.cores
+        threads: job_threads("gpu_jobs", every_core=True)
+        resources:
+            **job_resources("gpu_jobs"),
         log:
             "data/logs/pseudolabel.log",
         shell:

@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from multimix import localisation, losses
 from multimix.data.loader import PathologyImages
 from multimix.errors import InputError
 from multimix.methods.base import Method
 from multimix.models.deeplab import DeepLabV3Plus, pathology_classifier
-from multimix.training.streams import Batches, epoch_plan
+from multimix.training.streams import TrainingStreams
 
 
 PSEUDO_LABELS = "pseudo_labels.h5"  # and pseudo_labels.json: thresholds, counts, quality on phantoms
@@ -47,7 +46,7 @@ def _best(cfg, run: str) -> Path:
     return path
 
 
-class ChexsegStreams:
+class ChexsegStreams(TrainingStreams):
     """The streams of one seed-004 run and its validation set, read from the split file."""
 
     def __init__(self, cfg, spec, splits: dict):
@@ -85,12 +84,6 @@ class ChexsegStreams:
                 raise InputError(f"stream {name} of run {spec.name} is empty; check the split file")
         # a segmenter's step mixes its two streams into one batch
         self.images_per_step = self.batch_size * (1 if role == "segmenter" else len(self.train))
-
-    def loaders(self, cfg, spec, epoch: int, steps: int):
-        return {name: DataLoader(Batches(data, epoch_plan(len(data), steps, self.batch_size, spec.name, spec.repeat,
-                                                           epoch, name)),
-                                 batch_size=None, shuffle=False, num_workers=cfg.train.num_workers)
-                for name, data in self.train.items()}
 
 
 def _stack(items: list[dict]) -> dict:

@@ -46,7 +46,7 @@ from multimix.data import layout
 from multimix.errors import InputError
 from multimix.methods import method_class
 from multimix.study import RunSpec, find_run
-from multimix.training.streams import derive_seed
+from multimix.training.streams import data_dtype, derive_seed
 
 
 # ------------------------------------------------------------------ model selection
@@ -139,6 +139,10 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
     torch.manual_seed(derive_seed(spec.name, spec.repeat, "init"))
     method = method_class(spec)(cfg, spec, dev, amp=amp)
     streams = method.open_streams(splits)
+    dtype = data_dtype(tc.data_on_device, dev, streams.train)
+    if dtype is not None:
+        size = streams.keep_on_device(dev, dtype)
+        log(f"{spec.name}: training streams on {dev} ({size / 2**20:,.0f} MiB, {str(dtype).removeprefix('torch.')})")
     data_id, source_id = data_digest(cfg, method.inputs()), tracking.source_digest()
     # A checkpoint is resumed only by the same parameters, data and code.
     fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode() + data_id.encode()
