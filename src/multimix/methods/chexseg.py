@@ -18,6 +18,7 @@ at the training grid). No augmentation: the paper describes none.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -184,7 +185,8 @@ class ChexsegMethod(Method):
         loss = float(losses.class_average_dice_loss(torch.from_numpy(logits), torch.from_numpy(masks)))
         per_image = [[localisation.iou(logits[i, c] > 0, masks[i, c] > 0.5, self.cfg.seed004.true_pos_only)
                       for c in range(logits.shape[1])] for i in range(len(logits))]
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # a pathology with no IoU defined (true_pos_only) is NaN, left out below
+            warnings.simplefilter("ignore", RuntimeWarning)
             per_class = np.nanmean(np.array(per_image, dtype=float), axis=0) if per_image else np.array([])
         defined = per_class[np.isfinite(per_class)]
         return {"val_score": float(defined.mean()) if len(defined) else 0.0, "val_loss": loss}

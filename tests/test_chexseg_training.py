@@ -1,0 +1,150 @@
+"""Seed 004's training streams and runs: what each role reads, and that a run resumes exactly.
+
+On a tiny phantom project (CheXpert + CheXlocalize, 32², the real harmonise / preprocess / split)
+with a pseudo-label file written by hand, so that the streams can be checked against known masks.
+"""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from multimix.config import load_config
+from multimix.data.acquire import synthesise
+from multimix.data.harmonise import harmonise, write_outputs
+from multimix.data.preprocess import preprocess
+from multimix.data.split import write_splits
+from multimix.methods.chexseg import ChexsegStreams, pseudo_label_file
+from multimix.study import find_run
+from multimix.training.loop import train
+
+from conftest import write_params
+
+COUNTS = {"chexpert": {"train": 8, "valid": 2}, "chexlocalize": {"val": 6, "test": 2}}
+
+
+def params(folder, **train):
+    return write_params(
+        folder, data={"datasets": ["chexpert", "chexlocalize"]}, synth={"counts": COUNTS},
+        preprocess={"size": 32, "workers": 1, "processed_dir": str(folder / "processed")},
+        split={"split_dir": str(folder / "splits"), "chexseg_pseudo_labelled": 3, "chexseg_trials": [0, 1],
+               "chexseg_unlabelled": [0.5], "chexseg_expert_val": 0.34},
+        study={"name": "chexseg-tiny", "presets": {"segmentation": [], "classification": [], "multitask": []},
+               "segmentation_labels": [], "classification_labels": [], "multitask_labels": [],
+               "chexseg": {"classifiers": ["resnet18"], "cam": ["resnet18"], "p": [0.5], "trials": [0, 1],
+                           "init": "random", "distill_inits": ["random"], "distill_unlabelled": [0.5]}},
+        seed004={"classifier_batch": 2, "segmentation_batch": 2, "pseudo_dir": str(folder / "pseudo")},
+        train={"epochs": 2, "steps_per_epoch": 2, "figures": 1, "runs_dir": str(folder / "runs"),
+               "checkpoint_dir": str(folder / "checkpoints"), **train},
+    )
+
+
+@pytest.fixture(scope="module")
+def chexseg_project(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("chexseg-train")
+    cfg = load_config(params(folder))
+    synthesise(cfg, show_progress=False)
+    write_outputs(cfg.interim_dir, *harmonise(cfg))
+    preprocess(cfg)
+    splits = write_splits(cfg)
+    # pseudo-labels by hand: image k of the file gets a mask whose pathology-c plane is all c == k % 10
+    ids = sorted({i for trial in splits["subsets"]["chexseg"]["pseudo"].values() for i in trial})
+    masks = np.zeros((len(ids), 10, 32, 32), np.uint8)
+    for k in range(len(ids)):
+        masks[k, k % 10] = 1
+    path = pseudo_label_file(cfg)
+    path.parent.mkdir(parents=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("masks", data=masks)
+        f.attrs.update(complete=True, size=32)
+    return folder
+
+
+def streams_of(folder, run):
+    cfg = load_config(folder / "params.yaml")
+    splits = json.loads((folder / "splits" / "splits.json").read_text())
+    return cfg, splits, ChexsegStreams(cfg, find_run(cfg, run), splits)
+
+
+def test_each_role_reads_its_own_streams(chexseg_project):
+    cfg, splits, classifier = streams_of(chexseg_project, "pathology_resnet18")
+    parts, subsets = splits["partitions"], splits["subsets"]["chexseg"]
+    assert set(classifier.train) == {"pathology"} and classifier.train["pathology"].ids == parts["chexpert"]["train"]
+    assert classifier.val["pathology"].ids == parts["chexpert"]["val"]
+    assert classifier.batch_size == cfg.seed004.classifier_batch and not classifier.train["pathology"].masks
+
+    for trial in (0, 1):
+        _, _, segmenter = streams_of(chexseg_project, f"chexseg_random-p0.5-t{trial}")
+        assert set(segmenter.train) == {"expert", "pseudo"}
+        assert segmenter.train["expert"].ids == parts["chexlocalize"]["train"]   # the expert pool
+        assert segmenter.val["expert"].ids == parts["chexlocalize"]["val"]       # its held-out share
+        assert segmenter.train["pseudo"].ids == subsets["pseudo"][str(trial)]    # this trial's draw
+        assert segmenter.images_per_step == cfg.seed004.segmentation_batch       # one mixed batch per step
+    assert subsets["pseudo"]["0"] != subsets["pseudo"]["1"]  # trials differ in their pseudo-labelled images
+    assert not set(parts["chexlocalize"]["train"]) & set(parts["chexlocalize"]["val"])
+
+    # the pseudo stream's masks are the pseudo-label file's, its images CheXpert's
+    with h5py.File(pseudo_label_file(cfg)) as f:
+        order = list(f["ids"].asstr()[:])
+    for k, image_id in enumerate(segmenter.train["pseudo"].ids):
+        mask = segmenter.train["pseudo"][k]["mask"]
+        row = order.index(image_id)
+        assert mask.shape == (10, 32, 32) and mask[row % 10].all() and mask.sum() == 32 * 32, image_id
+    with h5py.File(cfg.processed_dir / "chexlocalize.h5") as f:
+        first = list(f["ids"].asstr()[:]).index(parts["chexlocalize"]["train"][0])
+        assert torch.equal(segmenter.train["expert"][0]["mask"], torch.from_numpy(f["masks"][first].astype(np.float32)))
+
+    _, _, teacher = streams_of(chexseg_project, "teacher_random")
+    assert set(teacher.train) == {"expert"} and teacher.images_per_step == cfg.seed004.segmentation_batch
+    _, _, student = streams_of(chexseg_project, "student_random-u0.5")
+    assert set(student.train) == {"unlabelled"} and not student.train["unlabelled"].masks
+    assert student.train["unlabelled"].ids == subsets["unlabelled"]["0.5"]
+    assert set(student.train["unlabelled"].ids) <= set(parts["chexpert"]["train"])
+
+
+def test_chexseg_streams_kept_on_the_device_give_the_loaders_batches(chexseg_project):
+    cfg, _, streams = streams_of(chexseg_project, "chexseg_random-p0.5-t0")
+    spec = find_run(cfg, "chexseg_random-p0.5-t0")
+    loaders = streams.loaders(cfg, spec, 1, 3)
+    from_files = [dict(zip(loaders, parts)) for parts in zip(*loaders.values())]
+    streams.keep_on_device(torch.device("cpu"), torch.float32)
+    loaders = streams.loaders(cfg, spec, 1, 3)
+    on_device = [dict(zip(loaders, parts)) for parts in zip(*loaders.values())]
+    assert len(from_files) == len(on_device) == 3
+    for a, b in zip(from_files, on_device):
+        for name in a:
+            assert a[name].keys() == b[name].keys() == {"image", "labels", "mask"}
+            for key in a[name]:  # labels hold NaN where a pathology's label is ignored
+                assert torch.equal(torch.nan_to_num(a[name][key], -9), torch.nan_to_num(b[name][key], -9)), key
+
+
+def test_a_killed_chexseg_run_resumes_to_the_uninterrupted_weights(tmp_path, chexseg_project, monkeypatch):
+    """The pathology classifier and a p-sweep segmenter: one epoch, then resume, equals two straight."""
+    import os
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for run in ("pathology_resnet18", "chexseg_random-p0.5-t0"):
+        got = {}
+        for case in ("straight", "resumed"):
+            folder = tmp_path / run / case
+            folder.mkdir(parents=True)
+            for name in ("raw", "interim", "processed", "splits", "pseudo"):
+                os.symlink(chexseg_project / name, folder / name)
+            cfg = load_config(params(folder))
+            if case == "resumed":
+                train(cfg, run, show_progress=False, log=lambda m: None, use_mlflow=False, stop_after_epochs=1)
+                assert torch.load(folder / "checkpoints" / run / "last.pt", weights_only=True)["epoch"] == 0
+            messages = []
+            train(cfg, run, show_progress=False, log=messages.append, use_mlflow=False)
+            assert any("resuming after epoch 1" in m for m in messages) == (case == "resumed"), messages
+            got[case] = torch.load(folder / "checkpoints" / run / "last.pt", weights_only=True)["state"]
+        a, b = got["straight"], got["resumed"]
+        assert a.keys() == b.keys()
+        for part in a:
+            if isinstance(a[part], dict) and all(torch.is_tensor(v) for v in a[part].values()):
+                assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), (run, part)
