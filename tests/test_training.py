@@ -448,3 +448,12 @@ def test_a_training_with_its_streams_on_the_device_equals_one_through_the_loader
         assert any("training streams on cpu" in m for m in messages) == (setting == "float32"), messages
         got[setting] = weights(folder / "runs" / "multimix-s1-c2-r0" / "best.pt")
     assert all(torch.equal(got["off"][k], got["float32"][k]) for k in got["off"])
+
+
+def test_evaluation_summaries_become_flat_mlflow_metric_names():
+    from multimix.evaluation import metric_names
+
+    summary = {"jsrt": {"domain": "in-domain", "task": "segmentation", "dice": 0.9, "images": 3},
+               "auc": {"Pleural Effusion": 0.7, "Edema": float("nan")}, "mean_auc": 0.7, "ok": True}
+    assert metric_names(summary) == {"test_jsrt_dice": 0.9, "test_jsrt_images": 3.0,
+                                     "test_auc_Pleural_Effusion": 0.7, "test_mean_auc": 0.7}

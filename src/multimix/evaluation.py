@@ -99,11 +99,12 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
         per_image, summary = evaluate_run(cfg, spec, dev)
         _write(cfg, run, per_image, summary, {})
         if use_mlflow:
-            _log(cfg, run, _flat(summary))
+            _log(cfg, run, metric_names(summary))
         return summary
     model = load_predictor(torch.load(best_path, map_location=dev, weights_only=True), dev)
     splits = json.loads((cfg.split_dir / "splits.json").read_text())
     rows, summary, examples = [], {}, {}
+    lesions_of = _lesion_reader(cfg)
     tasks = [t for t, on in (("segmentation", spec.variant.segmentation),
                              ("classification", spec.variant.classification)) if on]
     for task in tasks:
@@ -113,7 +114,7 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
             ids = splits["partitions"][dataset]["test"]
             data = open_images(cfg.processed_dir, dataset, ids, masks=task == "segmentation")
             loader = DataLoader(data, batch_size=10, shuffle=False)
-            lesions = _lesions(cfg, dataset, data.ids) if task == "classification" else {}
+            lesions = lesions_of(dataset, data.ids) if task == "classification" else {}
             frame_rows = []
             for batch in loader:
                 x = batch["image"].to(dev)
@@ -158,7 +159,7 @@ def evaluate(cfg: Config, run: str, device: str | None = None, use_mlflow: bool 
     per_image = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     _write(cfg, run, per_image, summary, examples)
     if use_mlflow:
-        _log(cfg, run, summary)
+        _log(cfg, run, metric_names(summary))
     return summary
 
 
@@ -170,28 +171,33 @@ def _write(cfg: Config, run: str, per_image: pd.DataFrame, summary: dict, exampl
     np.savez_compressed(out_dir / "examples.npz", **examples)
 
 
-def _lesions(cfg: Config, dataset: str, ids) -> dict[str, np.ndarray]:
-    """Known opacity masks of a classification test set's pneumonia phantoms (none for real data)."""
-    manifest_path = cfg.interim_dir / "manifest.csv"
-    if not (cfg.raw_dir / dataset / layout.PHANTOM_LESIONS).is_dir() or not manifest_path.is_file():
-        return {}
-    manifest = read_manifest(manifest_path).set_index("id")
-    return localisation.phantom_lesions(manifest, cfg.raw_dir / dataset, ids, cfg.preprocess.size,
-                                        cfg.preprocess.aspect)
+def _lesion_reader(cfg: Config):
+    """lesions(dataset, ids): the known opacity masks of a classification test set's pneumonia
+    phantoms (none for real data), the manifest read at most once per evaluation."""
+    manifest_path, manifest = cfg.interim_dir / "manifest.csv", None
+
+    def lesions(dataset: str, ids) -> dict[str, np.ndarray]:
+        nonlocal manifest
+        if not (cfg.raw_dir / dataset / layout.PHANTOM_LESIONS).is_dir() or not manifest_path.is_file():
+            return {}
+        if manifest is None:
+            manifest = read_manifest(manifest_path).set_index("id")
+        return localisation.phantom_lesions(manifest, cfg.raw_dir / dataset, ids, cfg.preprocess.size,
+                                            cfg.preprocess.aspect)
+
+    return lesions
 
 
-def _flat(summary: dict, prefix: str = "") -> dict:
-    """Nested seed-004 summaries -> {group: {name: value}} as `_log` expects."""
-    out: dict[str, dict] = {}
+def metric_names(summary: dict, prefix: str = "test") -> dict[str, float]:
+    """A (nested) evaluation summary as MLflow metrics: test_<key>_<key>…, finite numbers only
+    (e.g. test_jsrt_dice; seed 004's test_auc_Cardiomegaly)."""
+    out = {}
     for key, value in summary.items():
+        name = f"{prefix}_{key}".replace(" ", "_")
         if isinstance(value, dict):
-            for name, inner in value.items():
-                if isinstance(inner, dict):
-                    out.setdefault(f"{key}_{name}".replace(" ", "_"), {}).update(inner)
-                else:
-                    out.setdefault(key, {})[name.replace(" ", "_")] = inner
-        else:
-            out.setdefault("chexlocalize", {})[key] = value
+            out.update(metric_names(value, name))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+            out[name] = float(value)
     return out
 
 
@@ -220,7 +226,8 @@ def _examples(model, data, dataset: str, task: str, dev) -> dict[str, np.ndarray
     return found
 
 
-def _log(cfg: Config, run: str, summary: dict) -> None:
+def _log(cfg: Config, run: str, values: dict[str, float]) -> None:
+    """Add the test metrics to the run's training record in MLflow (where the store has it)."""
     import mlflow
 
     info = cfg.checkpoint_dir / run / "run_info.json"
@@ -232,7 +239,5 @@ def _log(cfg: Config, run: str, summary: dict) -> None:
         client.get_run(run_id)
     except Exception:
         return  # a store without this run (e.g. another MLFLOW_TRACKING_URI)
-    for dataset, values in summary.items():
-        for name, value in values.items():
-            if isinstance(value, (int, float)) and np.isfinite(value):
-                client.log_metric(run_id, f"test_{dataset}_{name}", float(value))
+    for name, value in values.items():
+        client.log_metric(run_id, name, value)

@@ -65,32 +65,31 @@ def evaluate_run(cfg, spec, dev) -> tuple[pd.DataFrame, dict]:
     rows = []
     classifier = best["role"] == "classifier"
     if classifier:  # Grad-CAM in batches: one backward pass per pathology and batch, not per image
-        chunks = [range(i, min(i + CAM_BATCH, len(data))) for i in range(0, len(data), CAM_BATCH)]
+        labels, found = [], []
         with torch.enable_grad():
-            found = [cams(net, CAM_LAYER[str(best["architecture"])],
-                          torch.stack([data[k]["image"] for k in chunk]).to(dev), classes=len(PATHOLOGIES))
-                     for chunk in chunks]
+            for start in range(0, len(data), CAM_BATCH):
+                items = [data[k] for k in range(start, min(start + CAM_BATCH, len(data)))]
+                found.append(cams(net, CAM_LAYER[str(best["architecture"])],
+                                  torch.stack([it["image"] for it in items]).to(dev), classes=len(PATHOLOGIES)))
+                labels += [it["labels"] for it in items]
         all_maps = np.concatenate([m for m, _ in found]) if found else np.zeros((0,))
         all_probs = np.concatenate([p for _, p in found]) if found else np.zeros((0,))
     for k in range(len(data)):
-        item = data[k]
         image_id = data.ids[k]
         truth = chexpert.masks_of(manifest.loc[image_id, "mask_paths"], image_id.rsplit("/", 1)[-1]) or {}
         size = (int(native[k][0]), int(native[k][1]))
-        x = item["image"][None].to(dev)
         if classifier:
-            maps, probs = all_maps[k:k + 1], all_probs[k:k + 1]
             for c, name in enumerate(PATHOLOGIES):
-                row = {"id": image_id, "pathology": name, "label": float(item["labels"][c]),
-                       "probability": float(probs[0, c])}
+                row = {"id": image_id, "pathology": name, "label": float(labels[k][c]),
+                       "probability": float(all_probs[k, c])}
                 ref = truth.get(name)
                 if ref is not None and ref.any():
-                    up = F.interpolate(torch.from_numpy(maps[0, c])[None, None], size=size, mode="bilinear",
+                    up = F.interpolate(torch.from_numpy(all_maps[k, c])[None, None], size=size, mode="bilinear",
                                        align_corners=False)[0, 0].numpy()
                     row.update({f"cam_{m}": v for m, v in localisation.saliency_scores(up, ref).items()})
                 rows.append(row)
         else:
-            pred = _native(net(x)[0].cpu(), size)
+            pred = _native(net(data[k]["image"][None].to(dev))[0].cpu(), size)
             for c, name in enumerate(PATHOLOGIES):
                 ref = truth.get(name)
                 ref = np.zeros(size, bool) if ref is None else ref

@@ -207,23 +207,34 @@ def domain_table(summary: pd.DataFrame, images: pd.DataFrame, domain: str) -> pd
     return table
 
 
+def _per_model_and_test_set(rows: pd.DataFrame, cells) -> list[dict]:
+    """One row per (model, label counts, test set), in Table 2's model order: the identifying
+    columns, then `cells(group)` (the group's repeats), then the number of repeats."""
+    rows = rows.assign(order=rows["preset"].map(PRESET_ORDER.index))
+    out = []
+    for _, grp in rows.sort_values(["order", "cls_labels", "seg_labels", "dataset"]).groupby(
+            ["preset", "cls_labels", "seg_labels", "dataset"], sort=False):
+        first = grp.iloc[0]
+        out.append({"Model": first["preset"], "|D_l^c|": first["cls_labels"] or MISSING,
+                    "|D_l^s|": first["seg_labels"] or MISSING, "dataset": first["dataset"], **cells(grp),
+                    "repeats": int(grp["repeat"].nunique())})
+    return out
+
+
+BRIDGE_COLUMNS = ["Model", "|D_l^c|", "|D_l^s|", "dataset", "DS", "DS, saliency zeroed", "Δ DS", "mean |Δ logit|",
+                  "repeats"]
+
+
 def bridge_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Bridge sensitivity on the segmentation test sets, mean ± std over repeats."""
     seg = summary[summary["task"] == "segmentation"] if "task" in summary else summary.iloc[0:0]
-    rows = []
-    keys = ["preset", "cls_labels", "seg_labels", "dataset"]
     if seg.empty:
-        return pd.DataFrame(columns=["Model", "|D_l^c|", "|D_l^s|", "dataset", "DS", "DS, saliency zeroed",
-                                     "Δ DS", "mean |Δ logit|", "repeats"])
-    seg = seg.assign(order=seg["preset"].map(PRESET_ORDER.index), without=seg["dice"] - seg["bridge_dice_change"])
-    for _, grp in seg.sort_values(["order", "cls_labels", "seg_labels", "dataset"]).groupby(keys, sort=False):
-        first = grp.iloc[0]
-        rows.append({"Model": first["preset"], "|D_l^c|": first["cls_labels"] or MISSING,
-                     "|D_l^s|": first["seg_labels"] or MISSING, "dataset": first["dataset"],
-                     "DS": _fmt(grp["dice"]), "DS, saliency zeroed": _fmt(grp["without"]),
-                     "Δ DS": _fmt(grp["bridge_dice_change"]), "mean |Δ logit|": _fmt(grp["bridge_logit_change"], ".2e"),  # often 1e-4: .3f shows 0
-                     "repeats": int(grp["repeat"].nunique())})
-    return pd.DataFrame(rows)
+        return pd.DataFrame(columns=BRIDGE_COLUMNS)
+    rows = _per_model_and_test_set(seg, lambda grp: {
+        "DS": _fmt(grp["dice"]), "DS, saliency zeroed": _fmt(grp["dice"] - grp["bridge_dice_change"]),
+        "Δ DS": _fmt(grp["bridge_dice_change"]),
+        "mean |Δ logit|": _fmt(grp["bridge_logit_change"], ".2e")})  # often 1e-4: .3f shows 0
+    return pd.DataFrame(rows, columns=BRIDGE_COLUMNS)
 
 
 SALIENCY_COLUMNS = ["Model", "|D_l^c|", "|D_l^s|", "dataset", "images", "hit", "mass", "chance", "IoU top 5 %",
@@ -235,16 +246,10 @@ def saliency_table(summary: pd.DataFrame) -> pd.DataFrame:
     scored = summary.dropna(subset=["saliency_hit"]) if "saliency_hit" in summary else summary.iloc[0:0]
     if scored.empty:
         return pd.DataFrame(columns=SALIENCY_COLUMNS)
-    scored = scored.assign(order=scored["preset"].map(PRESET_ORDER.index))
-    rows = []
-    for _, grp in scored.sort_values(["order", "cls_labels", "seg_labels", "dataset"]).groupby(
-            ["preset", "cls_labels", "seg_labels", "dataset"], sort=False):
-        first = grp.iloc[0]
-        rows.append({"Model": first["preset"], "|D_l^c|": first["cls_labels"] or MISSING,
-                     "|D_l^s|": first["seg_labels"] or MISSING, "dataset": first["dataset"],
-                     "images": int(first["saliency_images"]), "hit": _fmt(grp["saliency_hit"]),
-                     "mass": _fmt(grp["saliency_mass"]), "chance": _fmt(grp["saliency_chance"]),
-                     "IoU top 5 %": _fmt(grp["saliency_iou"]), "repeats": int(grp["repeat"].nunique())})
+    rows = _per_model_and_test_set(scored, lambda grp: {
+        "images": int(grp["saliency_images"].iloc[0]), "hit": _fmt(grp["saliency_hit"]),
+        "mass": _fmt(grp["saliency_mass"]), "chance": _fmt(grp["saliency_chance"]),
+        "IoU top 5 %": _fmt(grp["saliency_iou"])})
     return pd.DataFrame(rows, columns=SALIENCY_COLUMNS)
 
 

@@ -182,8 +182,9 @@ def _jsrt_clinical_row(name: str, anat: phantom.Anatomy, index: int, seed: int) 
 
 
 def _write_lesions(root: Path, image: Path, anat: phantom.Anatomy, height: int, width: int) -> None:
-    """The exact opacity mask of a pneumonia phantom, beside (not inside) the source's official
-    layout, so harmonise never sees it; read only by `evaluate` to score saliency maps."""
+    """The exact opacity mask of a pneumonia phantom, in a folder beside the source's official
+    layout (harmonise lists that folder as skipped, never as images); read only by `evaluate`,
+    to score saliency maps."""
     out = layout.phantom_lesion_path(root, image.relative_to(root))
     out.parent.mkdir(parents=True, exist_ok=True)
     formats.write_png(out, phantom.lesion_mask(anat, height, width).astype(np.uint8) * 255)
