@@ -92,7 +92,8 @@ def test_numbers_written_as_yaml_strings_are_numbers(tmp_path):
 def test_values_out_of_range(tmp_path):
     for key, value, fragment in [("train.epochs", 0, "train.epochs is 0; expected an integer >= 1"),
                                  ("train.lr", -1, "train.lr is -1.0; expected a number > 0"),
-                                 ("train.loss.threshold", 1.5, "train.loss.threshold is 1.5")]:
+                                 ("train.loss.threshold", 1.5, "train.loss.threshold is 1.5"),
+                                 ("cluster.gpu_jobs.cpus", 0, "cluster.gpu_jobs: expected gpus >= 0 and cpus")]:
         raw = base()
         set_key(raw, key, value)
         with pytest.raises(InputError, match=fragment.replace(".", r"\.")):
