@@ -148,6 +148,8 @@ def test_concurrent_trainings_log_every_run_to_a_shared_mlflow_server(tmp_path, 
     experiment = client.get_experiment_by_name("concurrent")
     found = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in found) == sorted(runs)  # one experiment, one record per run
+    # (MLflow's own set_experiment, racing to create it, once let a run land in "Default")
+    assert not client.search_runs([client.get_experiment_by_name("Default").experiment_id])
     epochs, steps = params["train"]["epochs"], params["train"]["steps_per_epoch"]
     for run in found:
         assert run.info.status == "FINISHED", run.info.run_name

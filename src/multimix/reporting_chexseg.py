@@ -45,20 +45,31 @@ def paper_table() -> pd.DataFrame:
         return pd.read_csv(fh, comment="#").set_index("pathology")
 
 
+def other_convention(cfg) -> str:
+    """The column of the IoU convention the study does not use."""
+    return "mIoU, empty predictions count" if cfg.seed004.true_pos_only else "mIoU, true positives only"
+
+
 def sweep_table(cfg) -> pd.DataFrame:
-    """Per p: ours (mean ± std over trials) then the paper's row where it has that p."""
+    """Per p: ours (mean ± std over trials) then the paper's row where it has that p. Beside the
+    mIoU: how many pathologies it averages (with true_pos_only, one a model never predicts has
+    no IoU and drops out of the mean) and the mIoU under the other convention."""
     runs = [s for s in chexseg_runs(cfg.study.chexseg) if s.trial is not None]
-    rows, paper = [], paper_table()
+    rows, paper, other = [], paper_table(), other_convention(cfg)
     for p in dict.fromkeys(s.p for s in runs):
         trials = [_metrics(cfg, s.name) for s in runs if s.p == p]
         row = {"p": f"{p:g}", "source": "ours", "trials": len(trials)}
         for name in ["mIoU"] + PATHOLOGIES:
             values = np.array([t[name]["mean"] for t in trials], dtype=float)
             row[name] = _mean_std(values)
+            if name == "mIoU":
+                defined = [sum(np.isfinite(t[q]["mean"]) for q in PATHOLOGIES) for t in trials]
+                row["pathologies"] = f"{np.mean(defined):g}/{len(PATHOLOGIES)}"
+                row[other] = _mean_std(np.array([t["mIoU_other_convention"] for t in trials], dtype=float))
         rows.append(row)
         column = f"p{p:g}"
         if column in paper.columns:
-            rows.append({"p": f"{p:g}", "source": "paper (CAM)", "trials": 3} |
+            rows.append({"p": f"{p:g}", "source": "paper (CAM)", "trials": 3, "pathologies": "—", other: "—"} |
                         {name: f"{paper.loc[name, column]:.3f}" for name in ["mIoU"] + PATHOLOGIES})
     return pd.DataFrame(rows)
 
@@ -125,7 +136,13 @@ def sweep_figure(cfg, out: Path) -> Path | None:
     per_trial = {p: [_metrics(cfg, s.name)["mIoU"]["mean"] for s in runs if s.p == p] for p in ps}
     for p, values in per_trial.items():
         ax.scatter([p] * len(values), values, color="tab:blue", alpha=0.4, s=14)
-    ax.plot(ps, [np.nanmean(v) for v in per_trial.values()], "o-", color="tab:blue", label="ours (mean over trials)")
+    ax.plot(ps, [np.nanmean(v) for v in per_trial.values()], "o-", color="tab:blue",
+            label=f"ours, {'true positives only' if cfg.seed004.true_pos_only else 'empty predictions count'} "
+                  "(mean over trials)")
+    # the other IoU convention: with true_pos_only, a pathology never predicted drops out of the mean
+    other = {p: [_metrics(cfg, s.name)["mIoU_other_convention"] for s in runs if s.p == p] for p in ps}
+    ax.plot(ps, [np.nanmean(v) for v in other.values()], "^:", color="tab:orange",
+            label=f"ours, {other_convention(cfg).removeprefix('mIoU, ')}")
     paper = paper_table().loc["mIoU"]
     ax.plot([float(c[1:]) for c in paper.index], paper.values, "s--", color="tab:grey", label="paper (CAM, Table 1)")
     ax.set_xlabel("p (probability of an expert-annotated image per batch slot)")
@@ -161,6 +178,11 @@ def write(cfg, out: Path) -> list[Path]:
         f"true_pos_only = {s4.true_pos_only} (CheXlocalize's convention), mIoU = mean over the ten pathologies; "
         "ours = mean ± std over pseudo-label trials. Synthetic phantoms are not CheXpert: compare the shape of "
         "the curve over p, not its values.\n",
+        "`pathologies`: how many of the ten have an IoU (true_pos_only: a pathology the model never predicts "
+        "on a positive image has none and drops out of the mIoU, which then flatters a model that gives up on "
+        f"hard pathologies); `{other_convention(cfg)}`: the same predictions under the other convention "
+        "(true_pos_only off: IoU on every image where the truth or the prediction is non-empty, so misses and "
+        "false alarms count as 0).\n",
         "## p-sweep\n", _md(sweep, "No p-sweep runs in this study."),
         "## Distillation (teacher: expert masks only; students: its soft masks of unlabelled images)\n",
         _md(distill, "No distillation runs in this study."),

@@ -29,22 +29,31 @@ def tracking_uri() -> str:
 
 
 def use_experiment(name: str) -> None:
-    """Point MLflow at the store and experiment `name`. A new experiment in a
-    local sqlite store gets an absolute artifact folder beside the database:
-    MLflow's default (`./mlartifacts`, relative to where the run happens)
-    would scatter artifacts into DVC experiments' temporary copies."""
+    """Point MLflow at the store and experiment `name`, created if missing. A new experiment in a
+    local sqlite store gets an absolute artifact folder beside the database: MLflow's default
+    (`./mlartifacts`, relative to where the run happens) would scatter artifacts into DVC
+    experiments' temporary copies."""
     import mlflow
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     for attempt in range(5):
-        # Two processes opening a new sqlite store at once race to create its
-        # tables ("table … already exists"); the loser simply tries again.
+        # Several trainings starting at once race to create the experiment (sqlite: its tables
+        # too); the losers find it made and go on.
         try:
-            if mlflow.get_experiment_by_name(name) is None and uri.startswith("sqlite:///"):
-                store = Path(uri.removeprefix("sqlite:///")).resolve()
-                mlflow.create_experiment(name, artifact_location=(store.parent / "mlartifacts").as_uri())
-            mlflow.set_experiment(name)
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is None:
+                artifacts = None
+                if uri.startswith("sqlite:///"):
+                    artifacts = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+                try:
+                    mlflow.create_experiment(name, artifact_location=artifacts)
+                except Exception:
+                    pass  # made by another process meanwhile (checked below)
+                experiment = mlflow.get_experiment_by_name(name)
+            # By id: MLflow's set_experiment(name), when it loses that race, returns without making
+            # the experiment active, and the run lands in "Default" (found by tests/test_cluster.py).
+            mlflow.set_experiment(experiment_id=experiment.experiment_id)
             return
         except Exception:
             if attempt == 4:
