@@ -63,11 +63,17 @@ def tiny_project(tmp_path_factory, tiny_raw):
     return folder
 
 
+def linked_data(tiny_project, folder):
+    """`folder` sharing the tiny project's data (raw to splits), for a run of its own."""
+    folder.mkdir(exist_ok=True)
+    for name in ("raw", "interim", "processed", "splits"):
+        os.symlink(tiny_project / name, folder / name)
+    return folder
+
+
 @pytest.fixture
 def project(tmp_path, tiny_project):
-    for name in ("raw", "interim", "processed", "splits"):
-        os.symlink(tiny_project / name, tmp_path / name)
-    tiny_params(tmp_path)
+    tiny_params(linked_data(tiny_project, tmp_path))
     return tmp_path
 
 
@@ -292,12 +298,8 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, tiny_project):
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
     dirs = {}
     for case in ("straight", "killed"):
-        folder = tmp_path / case
-        folder.mkdir()
-        for name in ("raw", "interim", "processed", "splits"):
-            os.symlink(tiny_project / name, folder / name)
-        tiny_params(folder, epochs=3, steps_per_epoch=3)
-        dirs[case] = folder
+        dirs[case] = linked_data(tiny_project, tmp_path / case)
+        tiny_params(dirs[case], epochs=3, steps_per_epoch=3)
     cmd = [sys.executable, "-m", "multimix", "-q", "train", "--run", "umtl_ssl_s-s1-c2-r0"]
     subprocess.run(cmd, cwd=dirs["straight"], env=env, check=True, capture_output=True)
 
@@ -438,10 +440,7 @@ def test_a_training_with_its_streams_on_the_device_equals_one_through_the_loader
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     got = {}
     for setting in ("off", "float32"):
-        folder = tmp_path / setting
-        folder.mkdir()
-        for name in ("raw", "interim", "processed", "splits"):
-            os.symlink(tiny_project / name, folder / name)
+        folder = linked_data(tiny_project, tmp_path / setting)
         messages = []
         train(load_config(tiny_params(folder, epochs=2, steps_per_epoch=2, data_on_device=setting)),
               "multimix-s1-c2-r0", show_progress=False, log=messages.append, use_mlflow=False)
