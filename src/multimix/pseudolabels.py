@@ -147,7 +147,6 @@ def write_pseudo_labels(cfg, cam: str, device: str | None = None, log=print) -> 
     import hashlib
     import json as _json
     import os
-    from pathlib import Path
 
     import h5py
 
