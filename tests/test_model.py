@@ -25,6 +25,23 @@ def test_architecture_shapes_and_parameter_count():
     assert only_cls.mask_logits is None and only_cls.saliency is None
 
 
+def test_normalisation_is_instance_norm_per_image_and_channel():
+    """The blocks' GroupNorm (one group per channel) is instance normalisation: each image's
+    channel has mean 0 and variance 1, equal to torch's InstanceNorm2d, and without parameters."""
+    from multimix.models.multimix import instance_norm
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 20, 24) * torch.rand(3, 8, 1, 1) * 5 + torch.randn(3, 8, 1, 1)
+    norm = instance_norm(8)
+    y = norm(x)
+    assert not list(norm.parameters()) and not list(norm.buffers())
+    assert torch.allclose(y.mean((2, 3)), torch.zeros(3, 8), atol=1e-5)
+    assert torch.allclose(y.var((2, 3), unbiased=False), torch.ones(3, 8), atol=1e-3)
+    assert torch.allclose(y, torch.nn.InstanceNorm2d(8)(x), atol=1e-5)
+    # images are independent: normalising one alone gives the same result
+    assert torch.allclose(norm(x[1:2]), y[1:2], atol=1e-6)
+
+
 def test_saliency_is_the_input_gradient():
     """Finite differences of the predicted-class logit match the saliency map."""
     torch.manual_seed(0)
