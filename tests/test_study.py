@@ -103,6 +103,21 @@ def test_study_files_load_and_have_the_keys_of_params_yaml(path):
     assert {k for k in base if not k.startswith(ignore)} == {k for k in study if not k.startswith(ignore)}
 
 
+def test_phantom_study_settings_differ_only_in_their_label_counts():
+    """README: the phantom study's two label settings use "the same data, budget and seeds".
+    studies/phantom-full.yaml must equal studies/phantom.yaml outside the study's name and
+    label counts (and comments), or its table stops being comparable with the other."""
+    small = yaml.safe_load((ROOT / "studies/phantom.yaml").read_text())
+    full = yaml.safe_load((ROOT / "studies/phantom-full.yaml").read_text())
+    assert set(full["study"]["segmentation_labels"]) == {"full"}
+    assert set(full["study"]["classification_labels"]) == {"full"}
+    assert full["study"]["multitask_labels"] == [{"segmentation": "full", "classification": "full"}]
+    for raw in (small, full):
+        for key in ("name", "segmentation_labels", "classification_labels", "multitask_labels"):
+            raw["study"].pop(key)
+    assert small == full
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("study, count", [("paper", 285), ("seed003-ccx", 18)])
 def test_dvc_and_snakemake_expand_the_ready_studies_alike(tmp_path, study, count):
