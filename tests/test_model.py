@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from multimix import augment, losses
-from multimix.models.multimix import MultiMixNet, parameter_count
+from multimix.models.multimix import MultiMixNet, instance_norm, parameter_count
 
 
 def test_architecture_shapes_and_parameter_count():
@@ -28,8 +28,6 @@ def test_architecture_shapes_and_parameter_count():
 def test_normalisation_is_instance_norm_per_image_and_channel():
     """The blocks' GroupNorm (one group per channel) is instance normalisation: each image's
     channel has mean 0 and variance 1, equal to torch's InstanceNorm2d, and without parameters."""
-    from multimix.models.multimix import instance_norm
-
     torch.manual_seed(0)
     x = torch.randn(3, 8, 20, 24) * torch.rand(3, 8, 1, 1) * 5 + torch.randn(3, 8, 1, 1)
     norm = instance_norm(8)
