@@ -28,7 +28,9 @@ def write_params(folder: Path, **sections) -> Path:
     """params.yaml for a test project in `folder`, with absolute data paths."""
     params = {
         "data": {"source": "synthetic", "raw_dir": str(folder / "raw"), "interim_dir": str(folder / "interim")},
-        "synth": {"preset": "small", "seed": 0, "counts": TINY_COUNTS},
+        # the easy phantoms: every test that trains needs a model to learn within a few steps
+        "synth": {"preset": "small", "seed": 0, "counts": TINY_COUNTS,
+                  "difficulty": {"segmentation": "easy", "classification": "easy"}},
         "harmonise": {"workers": 1},
     }
     for key, value in sections.items():

@@ -20,6 +20,7 @@ BIN = Path(sys.executable).parent
 def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["synth"]["counts"] = TINY_COUNTS
+    params["synth"]["difficulty"] = {"segmentation": "easy", "classification": "easy"}  # learns in a few steps
     params["harmonise"]["workers"] = 1
     params["preprocess"].update(size=64, workers=1)
     params["split"].update(segmentation_sizes=[1, "full"], classification_sizes=[2, "full"], repeats=[0])

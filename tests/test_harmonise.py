@@ -125,9 +125,11 @@ def test_unknown_label_folder_and_stray_files(project):
     assert reasons_for(rejected, "notes.bin")[0].startswith("unrecognised file")
     assert (manifest.dataset == "chex").sum() == sum(TINY_COUNTS["chex"].values())
     chex = next(s for s in summaries if s.dataset == "chex")
-    lesion_masks = list((project / "raw/chex/phantom_lesions").rglob("*.png"))  # evaluation-only: skipped
+    # evaluation-only: the lesion masks and the truth table (phantom_lesions/) are skipped, and counted
+    lesion_masks = list((project / "raw/chex/phantom_lesions").rglob("*.png"))
     assert len(lesion_masks) == sum(n for key, n in TINY_COUNTS["chex"].items() if key.endswith("pneumonia"))
-    assert chex.skipped == 1 + len(lesion_masks)
+    assert (project / "raw/chex/phantom_lesions/truth.csv").is_file()
+    assert chex.skipped == 1 + len(lesion_masks) + 1
     assert_counting_rule(summaries)
 
 

@@ -190,6 +190,30 @@ def cmd_report(args, cfg: Config) -> None:
     print(f"report: {len(written)} files in {cfg.report.dir}/ (tables: table2_in_domain.md, table3_cross_domain.md)")
 
 
+def cmd_calibrate(args, cfg: Config) -> None:
+    from multimix.calibration import REPEATS, SWEEP, calibrate
+    from multimix.data import difficulty
+
+    out = Path(args.out) if args.out else Path(difficulty.__file__).with_name(difficulty.CALIBRATION_FILE)
+    calibrate(Path(args.params), out, Path(args.work), sweep=tuple(args.sweep or SWEEP),
+              repeats=tuple(args.repeats or REPEATS), headroom=not args.no_headroom)
+
+
+def cmd_phantoms(args, cfg: Config) -> None:
+    from multimix.data import realism
+    from multimix.data.acquire import synth_level
+
+    level = synth_level(cfg)
+    real = Path(args.real) if args.real else None
+    if real is not None and not real.is_dir():
+        raise InputError(f"{real}: not a folder (expected real radiographs as PNG, e.g. ../shared/data/nih/images)")
+    slopes = realism.figure(Path(args.out), level, real)
+    print(f"wrote {args.out} (phantoms at segmentation level {level.segmentation:.3f}, classification level "
+          f"{level.classification:.3f})")
+    for name, beta in slopes.items():
+        print(f"  {name:16s} power-spectrum slope beta {beta:.2f}")
+
+
 def cmd_compare(args, cfg: Config) -> None:
     from multimix.compare import compare
 
@@ -254,6 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="Table 2/3-style tables, t-tests and figures for all runs -> reports/")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("calibrate", help="fit the phantoms' `paper` difficulty on the paper's baselines "
+                       "(hours: sweeps, confirmation, headroom) -> data/phantom_calibration.json")
+    p.add_argument("--work", default="data/calibration", help="folder of the calibration projects (resumable)")
+    p.add_argument("--out", help="calibration file to write (default: the package's data/phantom_calibration.json)")
+    p.add_argument("--sweep", nargs="+", type=float, help="difficulty levels of both sweeps (default 0.25 … 1.25)")
+    p.add_argument("--repeats", nargs="+", type=int, help="repeat seeds per level (default 0 1 2)")
+    p.add_argument("--no-headroom", action="store_true", help="skip the all-labels, 5x-budget headroom runs")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("phantoms", help="a figure of phantoms at synth.difficulty beside real radiographs "
+                       "(histograms, power spectra)")
+    p.add_argument("--out", default="reports/figures/phantoms_vs_real.png", help="figure file")
+    p.add_argument("--real", help="folder of real radiographs (PNG), e.g. ../shared/data/nih/images")
+    p.set_defaults(func=cmd_phantoms)
 
     p = sub.add_parser("compare", help="table of MLflow runs grouped over repeats (best per column starred)")
     p.add_argument("--experiment", action="append", help="MLflow experiment name (repeatable; default: all)")

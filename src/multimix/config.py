@@ -51,6 +51,16 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class DifficultyConfig:
+    """How hard the phantoms are, per task (data/difficulty.py): easy (the old look, for fast
+    tests), paper (calibrated on the paper's baselines: data/phantom_calibration.json) or a number
+    in [0, 1.5]."""
+
+    segmentation: float | Literal["easy", "paper"] = "paper"
+    classification: float | Literal["easy", "paper"] = "paper"
+
+
+@dataclass(frozen=True)
 class SynthConfig:
     preset: Literal["small", "paper"] = "small"
     seed: int = 0
@@ -59,9 +69,7 @@ class SynthConfig:
     # Kermany's folders as Mendeley distributes them (train + test: the 16
     # validation images sit in train) or as the redistributed copy (train/val/test).
     chex_layout: Literal["mendeley", "with_val"] = "mendeley"
-    # Density of the pneumonia opacities of CheX and NIHX phantoms (1: the default look;
-    # below 1 fainter, so that classification from few labels is not at its ceiling).
-    opacity_scale: float = 1.0
+    difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
     # Classes of the segmentation sources visible in the pixels: a nodule in JSRT's JPCLN
     # phantoms, TB-like consolidation in Montgomery's and Shenzhen's _1 ones (seed 003's classes).
     findings: bool = True
@@ -431,8 +439,10 @@ def _validate(cfg: Config, where: str) -> None:
     need(bool(cfg.data.datasets), "data.datasets must list at least one of " + ", ".join(DATASETS))
     n = cfg.data.nihx.normal_count
     need(n == "auto" or n >= 0, f"data.nihx.normal_count is {n!r}; expected 'auto' or an integer >= 0")
-    need(0 < cfg.synth.opacity_scale <= 3, f"synth.opacity_scale is {cfg.synth.opacity_scale!r}; expected a number "
-         "in (0, 3]")
+    from multimix.data import difficulty  # the named levels live beside the calibration they read
+
+    for task in difficulty.TASKS:
+        difficulty.resolve(task, getattr(cfg.synth.difficulty, task))  # one-line error when out of range
     need(cfg.harmonise.workers >= 1 and cfg.preprocess.workers >= 1,
          "harmonise.workers and preprocess.workers must be >= 1")
     pp = cfg.preprocess

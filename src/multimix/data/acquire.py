@@ -28,6 +28,7 @@ hold phantoms.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,7 +39,8 @@ from tqdm import tqdm
 
 from multimix.config import Config, config_to_dict
 from multimix.data import download as downloader
-from multimix.data import layout, synth, synth_chexseg
+from multimix.data import difficulty, layout, synth, synth_chexseg
+from multimix.data.acquisition import Level
 from multimix.errors import InputError
 
 RECEIPT = "acquired.json"
@@ -79,9 +81,16 @@ def fingerprint(root: Path, content: bool) -> dict:
     return {"files": files, "bytes": total, "sha256": digest.hexdigest(), "method": "content" if content else "stat"}
 
 
+def synth_level(cfg: Config) -> Level:
+    """The difficulty numbers the synthetic sources are written at (names resolved through the
+    committed calibration, so a recalibration rewrites them)."""
+    return Level(**{task: difficulty.resolve(task, getattr(cfg.synth.difficulty, task)) for task in difficulty.TASKS})
+
+
 def _synth_settings(cfg: Config, counts: dict, dataset: str) -> dict:
     return {"preset": cfg.synth.preset, "seed": cfg.synth.seed, "chex_layout": cfg.synth.chex_layout,
-            "opacity_scale": cfg.synth.opacity_scale, "findings": cfg.synth.findings, "counts": counts[dataset],
+            "difficulty": dataclasses.asdict(synth_level(cfg)), "findings": cfg.synth.findings,
+            "counts": counts[dataset],
             "version": synth_chexseg.VERSION if dataset in synth_chexseg.WRITERS else synth.VERSION}
 
 
@@ -117,8 +126,7 @@ def synthesise(cfg: Config, datasets: list[str] | None = None, show_progress: bo
             written[dataset] = synth.write_dataset(dataset, target, counts, cfg.synth.seed,
                                                    workers=cfg.harmonise.workers, progress=lambda: bar.update(),
                                                    chex_layout=cfg.synth.chex_layout,
-                                                   opacity_scale=cfg.synth.opacity_scale,
-                                                   findings=cfg.synth.findings)
+                                                   level=synth_level(cfg), findings=cfg.synth.findings)
         # What was written, to recognise it next time: its stat state (cheap to compare)
         # and its content digest (for the receipt; identical on every machine).
         owners[dataset] |= {"stat": fingerprint(target, content=False), "content": fingerprint(target, content=True)}
@@ -167,7 +175,8 @@ def acquire(cfg: Config, show_progress: bool = True, log=print) -> dict:
     owners = _owners(raw)
     receipt = {
         "source": cfg.data.source,
-        "config": config_to_dict(cfg.data) | {"synth": config_to_dict(cfg.synth)},
+        "config": config_to_dict(cfg.data) | {"synth": config_to_dict(cfg.synth)
+                                              | {"level": dataclasses.asdict(synth_level(cfg))}},
         "datasets": {
             d: {"origin": "synthetic", **owners[d]["content"]} if d in owners and "content" in owners[d]
             else {"origin": "synthetic" if d in owners else "real"} | fingerprint(raw / d, content=d in owners)

@@ -1,10 +1,11 @@
 """Pathology phantoms for CheXseg (seed 004): CheXlocalize's ten pathologies drawn into an
-adult phantom chest (`phantom.py`), each with an exact mask at any size.
+adult phantom chest (`phantom.py`) in the same physics (`xray.py`: each a change of the line
+integrals), each with an exact mask at any size.
 
 A patient is an `Anatomy` plus a `Findings` record of what it has and where. Every
 pathology is a shape in the thorax frame (x in [-1, 1] across the thorax, y = 0 at the
 lung apices, 1 at the costophrenic angles; `side` 0 = image-left, 1 = image-right), so
-`masks` evaluates the very shapes `render` draws, at the mask's own resolution:
+`masks` evaluates the very shapes `add_findings` draws, at the mask's own resolution:
 
   Enlarged Cardiomediastinum  a widened upper mediastinum; mask = the mediastinal
                               silhouette from the apices down to the heart
@@ -19,8 +20,8 @@ lung apices, 1 at the costophrenic angles; `side` 0 = image-left, 1 = image-righ
                               beyond it, a thin visceral pleural line; mask = the gap
   Pleural Effusion            fluid with a meniscus rising to the chest wall at one
                               costophrenic angle; mask = the lung field below the meniscus
-  Support Devices             thin bright lines (tube, central line) and ECG electrodes;
-                              mask = the lines and discs
+  Support Devices             tubes, lines and ECG electrodes with their wires
+                              (`phantom.sample_devices`); mask = where they are drawn
 
 Masks may overlap (an effusion under a consolidation), as in CheXlocalize, where each
 pathology is its own binary mask. Image-level labels are consistent with the masks: a
@@ -34,7 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from multimix.data import layout, phantom
+from multimix.data import layout, phantom, xray
 
 PATHOLOGIES = layout.CHEXLOCALIZE_PATHOLOGIES
 # Share of phantoms with each pathology (roughly CheXpert's frontal-view prevalences).
@@ -56,8 +57,8 @@ class Findings:
     atelectasis: tuple[int, float, float, float, float] = (0, 0.0, 0.0, 0.0, 0.0)    # side, y0, slope, half, sx0
     pneumothorax: tuple[int, float] = (0, 0.0)                    # side, depth of the collapse
     effusion: tuple[int, float] = (0, 0.0)                        # side, meniscus level
-    # line segments (x0, y0, x1, y1, half width) and electrodes (x, y, r)
-    lines: tuple[tuple[float, float, float, float, float], ...] = ()
+    # support devices as `phantom.sample_devices` draws them: polylines and electrodes
+    lines: tuple = ()
     electrodes: tuple[tuple[float, float, float], ...] = ()
 
 
@@ -65,17 +66,12 @@ def _mirror(side: int) -> float:
     return -1.0 if side == 0 else 1.0
 
 
-def _bezier(p0, p1, p2, n: int = 24) -> list[tuple[float, float]]:
-    t = np.linspace(0.0, 1.0, n)[:, None]
-    pts = (1 - t) ** 2 * np.array(p0) + 2 * (1 - t) * t * np.array(p1) + t ** 2 * np.array(p2)
-    return [tuple(map(float, p)) for p in pts]
-
-
 def _inside_points(a: phantom.Anatomy, rng: np.random.Generator, side: int | None = None,
                    y_range=(0.0, 1.1), erode: int = 0) -> tuple[float, float]:
     """A point inside the lungs (optionally one side, a height band, away from the edge)."""
     n = 96
-    x, y = phantom._grid(a, n, n)
+    x, y = phantom._grid(replace(a, tilt=0.0), n, n)
+    x, y = np.broadcast_arrays(x, y)
     lungs = phantom._lung_side(a, 0, x, y) | phantom._lung_side(a, 1, x, y) if side is None \
         else phantom._lung_side(a, side, x, y)
     if erode:
@@ -83,13 +79,14 @@ def _inside_points(a: phantom.Anatomy, rng: np.random.Generator, side: int | Non
     band = lungs & (y >= y_range[0]) & (y <= y_range[1])
     ys, xs = np.nonzero(band if band.any() else lungs)
     i = int(rng.integers(len(ys)))
-    return float(x[0, xs[i]]), float(y[ys[i], 0])
+    return float(x[ys[i], xs[i]]), float(y[ys[i], xs[i]])
 
 
-def sample_patient(rng: np.random.Generator, aspect: float = 1.0,
-                   present: tuple[str, ...] | None = None) -> tuple[phantom.Anatomy, Findings]:
-    """Draw an adult patient and its pathologies (each by PREVALENCE unless `present` is given)."""
-    anat = phantom.sample_anatomy(rng, pediatric=False, abnormal=False, aspect=aspect)
+def sample_patient(rng: np.random.Generator, aspect: float = 1.0, present: tuple[str, ...] | None = None,
+                   realism=None) -> tuple[phantom.Anatomy, Findings]:
+    """Draw an adult patient and its pathologies (each by PREVALENCE unless `present` is given);
+    `realism` (difficulty.ImageRealism) widens pose and habitus as for every source."""
+    anat = phantom.sample_anatomy(rng, pediatric=False, abnormal=False, aspect=aspect, realism=realism)
     if present is None:
         present = tuple(p for p in PATHOLOGIES if rng.random() < PREVALENCE[p])
     unknown = set(present) - set(PATHOLOGIES)
@@ -128,19 +125,7 @@ def sample_patient(rng: np.random.Generator, aspect: float = 1.0,
     if "Pleural Effusion" in present:
         f["effusion"] = (int(rng.integers(2)), u(0.72, 0.84))
     if "Support Devices" in present:
-        lines, electrodes = [], []
-        kinds = rng.permutation(["tube", "line", "electrodes"])[: int(rng.integers(1, 4))]
-        if "tube" in kinds:  # endotracheal tube down the midline, tip above the carina
-            x0 = u(-0.03, 0.03)
-            lines += [(x0, -0.45, x0 + u(-0.02, 0.02), u(0.08, 0.2), 0.012)]
-        if "line" in kinds:  # central venous line from a shoulder into the superior vena cava
-            s = _mirror(int(rng.integers(2)))
-            pts = _bezier((s * u(0.85, 1.05), u(-0.3, -0.15)), (s * 0.35, u(-0.05, 0.05)), (s * 0.06, u(0.2, 0.32)))
-            lines += [(*p, *q, 0.007) for p, q in zip(pts[:-1], pts[1:])]
-        if "electrodes" in kinds:
-            for _ in range(int(rng.integers(2, 5))):
-                electrodes.append((u(-1.0, 1.0), u(-0.2, 0.9), u(0.025, 0.035)))
-        f["lines"], f["electrodes"] = tuple(lines), tuple(electrodes)
+        f["lines"], f["electrodes"] = phantom.sample_devices(rng)
     return anat, Findings(**f)
 
 
@@ -165,26 +150,9 @@ def _edema_field(f: Findings, x, y):
     return np.exp(-(((np.abs(x) - 0.3) / (0.26 * spread)) ** 2) - ((y - 0.5) / (0.3 * spread)) ** 2)
 
 
-def _segments_mask(f: Findings, x, y) -> np.ndarray:
-    """Lines and electrodes, each evaluated on its own bounding box (exact and cheap at 3k pixels)."""
-    out = np.zeros(np.broadcast_shapes(x.shape, y.shape), dtype=bool)
-    xs, ys = x[0], y[:, 0]
-    for x0, y0, x1, y1, half in f.lines:
-        c = np.searchsorted(xs, [min(x0, x1) - half, max(x0, x1) + half])
-        r = np.searchsorted(ys, [min(y0, y1) - half, max(y0, y1) + half])
-        if c[0] >= c[1] or r[0] >= r[1]:
-            continue
-        px, py = xs[None, c[0]:c[1]], ys[r[0]:r[1], None]
-        dx, dy = x1 - x0, y1 - y0
-        t = np.clip(((px - x0) * dx + (py - y0) * dy) / max(dx * dx + dy * dy, 1e-12), 0.0, 1.0)
-        out[r[0]:r[1], c[0]:c[1]] |= (px - x0 - t * dx) ** 2 + (py - y0 - t * dy) ** 2 <= half ** 2
-    for ex, ey, er in f.electrodes:
-        out |= (x - ex) ** 2 + (y - ey) ** 2 <= er ** 2
-    return out
-
-
-def _shapes(a: phantom.Anatomy, f: Findings, x, y) -> dict[str, np.ndarray]:
-    """Every present pathology's region on the grid (x, y)."""
+def _shapes(a: phantom.Anatomy, f: Findings, frame: phantom.Frame) -> dict[str, np.ndarray]:
+    """Every present pathology's region on the frame's grid."""
+    x, y = frame.coords()
     left, right = _lungs(a, x, y)
     lungs = left | right
     side_lung = (left, right)
@@ -223,59 +191,70 @@ def _shapes(a: phantom.Anatomy, f: Findings, x, y) -> dict[str, np.ndarray]:
             sx = _mirror(side) * x
             meniscus = level - 0.14 * np.clip((sx - 0.3) / 0.6, 0.0, 1.0) ** 2
             region = side_lung[side] & (y >= meniscus)
-        else:  # Support Devices
-            region = _segments_mask(f, x, y)
-        out[name] = region
+        else:  # Support Devices: where they are drawn, at this grid's resolution
+            region = xray.device_thickness(frame, xray.Acquisition(lines=f.lines, electrodes=f.electrodes)) > 0
+        out[name] = np.broadcast_to(region, frame_shape(frame)).copy()
     return out
+
+
+def frame_shape(frame: phantom.Frame) -> tuple[int, int]:
+    return frame.height, frame.width
 
 
 def masks(a: phantom.Anatomy, f: Findings, height: int, width: int) -> dict[str, np.ndarray]:
     """All ten pathologies' masks (bool, height x width); absent ones are empty."""
-    x, y = phantom._grid(a, height, width)
-    shapes = _shapes(a, f, x, y)
+    shapes = _shapes(a, f, phantom.Frame(a, height, width))
     return {p: shapes.get(p, np.zeros((height, width), dtype=bool)) for p in PATHOLOGIES}
 
 
-def render_attenuation(a: phantom.Anatomy, f: Findings, height: int, width: int) -> np.ndarray:
-    """Attenuation in [0, 1] at a working size: the chest (with its heart, mediastinum,
-    nodules and opacities) plus the findings that are not anatomy."""
-    att = phantom.render_attenuation(a, height, width)
-    x, y = phantom._grid(a, height, width)
-    shapes = _shapes(a, f, x, y)
-    px = min(height * a.height, width * a.half_width)  # pixels per thorax unit
+def add_findings(chest: xray.Chest, a: phantom.Anatomy, f: Findings) -> None:
+    """The findings that are not anatomy, as changes of a chest's line integrals: fluid
+    replacing lung air (edema, consolidation, atelectasis, effusion, which also adds its own
+    layer), air without lung tissue (pneumothorax: no vessels, a thin visceral pleural line).
+    Support devices come with the acquisition (`xray.Acquisition`), heart, mediastinum, nodules
+    and opacities with the anatomy."""
+    frame = chest.frame
+    shapes = _shapes(a, f, frame)
+    x, y = chest.x, chest.y
+    px = frame.px_per_unit
     rng = np.random.default_rng(a.texture_seed + 1)
 
     def soft(mask, sigma_units=0.006):
         return ndimage.gaussian_filter(mask.astype(np.float32), sigma_units * px)
 
-    left, right = _lungs(a, x, y)
-    lungs = soft(left | right)
+    share = np.zeros(chest.L.shape, dtype=np.float32)
     if "Edema" in shapes:
         amp, _ = f.edema
-        haze = np.clip(0.7 + 0.4 * phantom._smooth_noise(rng, att.shape, 0.006 * px), 0.2, 1.3)
-        att += amp * _edema_field(f, x, y) * haze * lungs
+        haze = np.clip(0.7 + 0.4 * xray._smooth_noise(rng, chest.L.shape, 0.006 * px), 0.2, 1.3)
+        share += 2.2 * amp * _edema_field(f, x, y) * haze
     if "Consolidation" in shapes:
-        att += 0.4 * soft(shapes["Consolidation"], 0.01)
+        share += 0.9 * soft(shapes["Consolidation"], 0.01)
     if "Atelectasis" in shapes:
-        att += 0.32 * soft(shapes["Atelectasis"], 0.004)
+        share += 0.75 * soft(shapes["Atelectasis"], 0.004)
     if "Pleural Effusion" in shapes:
         # denser towards the base; the meniscus edge is soft, the costophrenic angle blunted
         _, level = f.effusion
         depth = np.clip((y - level + 0.15) / 0.3, 0.3, 1.0)
-        att += 0.32 * soft(shapes["Pleural Effusion"], 0.012) * depth
+        layer = soft(shapes["Pleural Effusion"], 0.012) * depth
+        share += 0.8 * layer
+        chest.L += 0.5 * layer
+    chest.fill(share)
     if "Pneumothorax" in shapes:
         side, depth = f.pneumothorax
         gap = shapes["Pneumothorax"]
-        att -= 0.12 * soft(gap, 0.003)  # no vessels: darker than the lung beside it
+        chest.L -= soft(gap, 0.003) * (0.25 + chest.extras.get("vessels", 0.0))  # no lung, no vessels
         edge = ndimage.binary_dilation(gap) & phantom._lung_side(_collapsed(a, side, depth), side, x, y)
-        att += 0.12 * soft(edge, 0.002)
-    if "Support Devices" in shapes:
-        att += 0.45 * soft(shapes["Support Devices"], 0.002)
-    return np.clip(att, 0.0, 1.0).astype(np.float32)
+        chest.L += 0.25 * soft(edge, 0.002)
+    np.maximum(chest.L, 0.0, out=chest.L)
 
 
-def render(a: phantom.Anatomy, f: Findings, height: int, width: int, work_side: int = 512) -> np.ndarray:
-    """Attenuation at full size: rendered at a working size, then upsampled (as `phantom.render`)."""
-    scale = min(1.0, work_side / max(height, width))
-    wh, ww = max(32, round(height * scale)), max(32, round(width * scale))
-    return phantom.upsample(render_attenuation(a, f, wh, ww), height, width)
+def devices(f: Findings) -> tuple:
+    """The support devices of a patient (for `xray.Acquisition`)."""
+    return f.lines, f.electrodes
+
+
+def line_integrals(a: phantom.Anatomy, f: Findings, height: int, width: int, realism=None) -> np.ndarray:
+    """A patient's line integrals with all its findings (devices included), before exposure."""
+    chest = xray.chest(a, height, width, realism, devices=xray.Acquisition(lines=f.lines, electrodes=f.electrodes))
+    add_findings(chest, a, f)
+    return chest.L

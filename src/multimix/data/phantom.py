@@ -1,45 +1,49 @@
-"""Phantom chest radiographs with exact lung masks.
+"""Phantom patients: anatomy, pose and findings, and their exact masks at any size.
 
-A phantom is drawn from a handful of random anatomical parameters (`Anatomy`)
-and rendered as an attenuation map: bright = dense (bone, soft tissue),
-dark = air (lungs, outside the body). Lung masks are evaluated analytically
-from the *same* shape functions at the mask's own resolution, so they are
-exact at every size, and they exclude the heart and mediastinum as the SCR and
-Montgomery reference masks do.
+This module is geometry only; `xray.py` turns a patient into a radiograph. A patient
+(`Anatomy`) is a handful of random parameters in a *thorax frame*: x in [-1, 1] from
+image-left to image-right across the lungs, y = 0 at the lung apices and y = 1 at the
+costophrenic angles. Image-left is the patient's right (radiographic convention), so the heart
+bulges to the image-right (side +1). The frame is placed on the image by a centre, a size and
+an in-plane tilt (pose), so every shape is evaluated analytically at the resolution asked for:
+masks are exact at every size.
 
-Abnormal (pneumonia-like) cases get patchy opacities: textured blobs placed
-at points sampled *inside* the lungs and clipped to them, so that both a
-classifier's saliency and a segmenter have something real to learn.
+Lung masks follow the SCR convention (van Ginneken et al. 2006, JSRT's masks; Montgomery's and
+Shenzhen's alike): the lung field is where radiation passed through lung but not through the
+heart, the mediastinum (aortic knob included) or the structures below the diaphragm. Real lung
+extends beyond that field — behind the heart and into the posterior recesses below the dome
+(about a quarter of lung volume) — and `xray.py` draws that air, at the image realism's level, so
+the mask's edge there has to be inferred from anatomy, not found as an intensity step.
 
-Two more findings serve seed 003's classes (`finding`):
-  nodule  JSRT's JPCLN cases: one round, well-defined opacity (a disc with a
-          soft rim, 0.02-0.06 thorax heights across in radius, of varying
-          contrast, as JSRT's subtlety grades), centred inside a lung;
-  tb      Montgomery's and Shenzhen's _1 cases: upper-zone predominant
-          patchy consolidation (blobs sampled in the upper half of the lungs)
-          and, in some cases, a cavity (a dense ring around a lucent centre).
-`lesion_mask` gives their exact extent at any size, from the same
-parameters (the lesion lies inside the lung fields, whose masks include it,
-as the reference masks do).
-
-All geometry lives in a thorax frame: x in [-1, 1] from image-left to
-image-right across the thorax, y = 0 at the lung apices and y = 1 at the
-costophrenic angles. Image-left is the patient's right (radiographic
-convention), so the heart bulges to the image-right (side +1).
+Findings, each with an exact extent (`lesion_mask`), all of them as changes of what fills the
+lung (`xray.py` renders them as fluid replacing air, so a consolidation beside the heart erases
+its border: the silhouette sign):
+  opacities       patchy foci (x, y, sigma, fill): bronchopneumonia, TB's upper-zone disease,
+                  CheXseg's airspace opacity
+  consolidations  lobar / segmental consolidation (side, x, y, rx, ry, angle, fill): bounded by
+                  a fissure-like sharp edge on its upper side, soft elsewhere, air bronchograms
+  haze            bilateral perihilar interstitial pattern (amplitude, spread): viral pneumonia
+  nodules         round lesions (x, y, radius, amplitude, cavity 0/1): JSRT's nodules, TB cavities
+Confounders (drawn into any image whatever its label): plate atelectasis bands, a thymus sail,
+nipple shadows, prominent hila, skin folds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
+
+from multimix.data.difficulty import DiseaseRealism, ImageRealism, disease_realism, image_realism
+
+FINDINGS = ("nodule", "tb")
+PATTERNS = ("patchy", "lobar", "interstitial")
 
 
 @dataclass(frozen=True)
 class Anatomy:
-    # placement of the thorax frame in normalised image coordinates [0, 1]
+    # placement of the thorax frame in normalised image coordinates [0, 1], and its tilt
     cx: float
     top: float
     height: float
@@ -58,40 +62,142 @@ class Anatomy:
     rib_spacing: float
     rib_slope: float
     pediatric: bool
-    opacities: tuple[tuple[float, float, float, float], ...]  # (x, y, sigma, amplitude)
+    opacities: tuple[tuple[float, float, float, float], ...]  # (x, y, sigma, fill)
     texture_seed: int
     # round lesions: nodules and TB cavities, (x, y, radius, amplitude, cavity 0/1)
     nodules: tuple[tuple[float, float, float, float, int], ...] = ()
+    # pose and habitus
+    tilt: float = 0.0               # in-plane rotation (radians, image-right down positive)
+    heart_tilt: float = 0.0         # the heart's long axis (radians)
+    midline_shift: float = 0.0      # spine and trachea against the mediastinum (axial rotation)
+    body_width: float = 1.35        # half-width of the body (thorax x units)
+    body_density: float = 1.0       # soft-tissue line integral scale (habitus)
+    female: bool = False
+    breasts: tuple[float, float, float] = (0.0, 0.0, 0.0)  # amplitude, centre y, radius (0 = none)
+    fat: float = 0.0                # subcutaneous fat over the whole body (line integral)
+    shoulders: float = 0.0          # soft tissue of the shoulder girdle over the apices
+    arms: int = 0                   # 0 none in the field, 1 beside the body, 2 raised
+    aortic_knob: tuple[float, float, float] = (0.2, 0.14, 0.06)  # x, y, radius
+    gastric_bubble: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # sx, dy below dome, rx, ry
+    # disease: lobar consolidations (side, sx, y, rx, ry, angle, fill) and interstitial haze
+    consolidations: tuple[tuple[int, float, float, float, float, float, float], ...] = ()
+    haze: tuple[float, float] = (0.0, 0.0)  # amplitude, spread
+    # confounders: (kind, values...) with kind in CONFOUNDERS
+    confounders: tuple[tuple, ...] = ()
 
 
-FINDINGS = ("nodule", "tb")
+CONFOUNDERS = ("band", "thymus", "nipples", "hila", "skinfold")
 
 
-def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool, aspect: float = 1.0,
-                   opacity_scale: float = 1.0, finding: str | None = None) -> Anatomy:
-    """Draw one patient. `aspect` = image width / height, to keep the thorax
-    roughly anatomical on non-square images. `opacity_scale` multiplies the
-    density of pneumonia opacities (below 1: fainter, a harder classification).
-    `abnormal` adds pneumonia-like opacities; `finding` a nodule or TB (drawn
-    after everything else, so a patient without one is the same patient)."""
+# ------------------------------------------------------------------ the frame on an image
+@dataclass(frozen=True)
+class Frame:
+    """The thorax frame of one anatomy on an image of height x width pixels."""
+
+    a: Anatomy
+    height: int
+    width: int
+
+    @property
+    def aspect(self) -> float:
+        return self.width / self.height
+
+    @property
+    def px_per_unit(self) -> float:
+        """Pixels per thorax unit (the smaller of the two axes' scales)."""
+        return min(self.height * self.a.height, self.width * self.a.half_width)
+
+    @property
+    def unit_ratio(self) -> float:
+        """Length of one x unit in y units (to draw round things round)."""
+        return self.a.half_width * self.aspect / self.a.height
+
+    def coords(self, rows: slice = slice(None), cols: slice = slice(None)):
+        """Thorax coordinates (x, y) of the pixel centres in rows x cols. Without tilt they are a
+        row and a column vector (broadcast by every shape function); with tilt, full arrays."""
+        a = self.a
+        r = np.arange(self.height, dtype=np.float64)[rows]
+        c = np.arange(self.width, dtype=np.float64)[cols]
+        u = ((c + 0.5) / self.width - a.cx) * self.aspect  # image-height units
+        v = (r + 0.5) / self.height - (a.top + 0.5 * a.height)
+        hw = a.half_width * self.aspect
+        if a.tilt == 0.0:
+            x = (u / hw)[None, :]
+            y = ((v + 0.5 * a.height) / a.height)[:, None]
+        else:
+            cos, sin = np.cos(a.tilt), np.sin(a.tilt)
+            uu, vv = u[None, :], v[:, None]
+            x = (cos * uu + sin * vv) / hw
+            y = ((-sin * uu + cos * vv) + 0.5 * a.height) / a.height
+        return x.astype(np.float32), y.astype(np.float32)
+
+    def box(self, x0: float, x1: float, y0: float, y1: float, margin: int = 2) -> tuple[slice, slice]:
+        """Pixel rows and columns covering the thorax-frame rectangle [x0, x1] x [y0, y1]."""
+        a = self.a
+        hw = a.half_width * self.aspect
+        xs, ys = np.array([x0, x1, x0, x1]), np.array([y0, y0, y1, y1])
+        up, vp = xs * hw, ys * a.height - 0.5 * a.height
+        cos, sin = np.cos(a.tilt), np.sin(a.tilt)
+        u, v = cos * up - sin * vp, sin * up + cos * vp
+        cols = (a.cx + u / self.aspect) * self.width - 0.5
+        rows = (a.top + 0.5 * a.height + v) * self.height - 0.5
+        r0 = max(0, int(np.floor(rows.min())) - margin)
+        r1 = min(self.height, int(np.ceil(rows.max())) + margin + 1)
+        c0 = max(0, int(np.floor(cols.min())) - margin)
+        c1 = min(self.width, int(np.ceil(cols.max())) + margin + 1)
+        return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
+
+    def to_pixels(self, x: float, y: float) -> tuple[float, float]:
+        """(row, column) of a thorax-frame point (pixel-centre convention)."""
+        a = self.a
+        hw = a.half_width * self.aspect
+        up, vp = x * hw, y * a.height - 0.5 * a.height
+        cos, sin = np.cos(a.tilt), np.sin(a.tilt)
+        u, v = cos * up - sin * vp, sin * up + cos * vp
+        return (a.top + 0.5 * a.height + v) * self.height - 0.5, (a.cx + u / self.aspect) * self.width - 0.5
+
+
+def _grid(a: Anatomy, height: int, width: int):
+    return Frame(a, height, width).coords()
+
+
+def _to_thorax(a: Anatomy, px, py):
+    """Normalised image coordinates -> thorax frame (no tilt: the sampler's coarse grids)."""
+    return (px - a.cx) / a.half_width, (py - a.top) / a.height
+
+
+# ------------------------------------------------------------------ sampling
+def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool = False, aspect: float = 1.0,
+                   finding: str | None = None, realism: ImageRealism | None = None,
+                   disease: DiseaseRealism | None = None, pattern: str | None = None,
+                   severity: float | None = None, cause: str | None = None) -> Anatomy:
+    """Draw one patient. `aspect` = image width / height, to keep the thorax roughly anatomical
+    on non-square images; `realism` widens pose and habitus (None: the easy level). Disease is
+    drawn after the normal anatomy, so the same generator state gives the same patient with and
+    without it: `abnormal` adds pneumonia of `pattern` and `severity` (drawn from `disease` when
+    not given), `finding` a nodule or TB (seed 003's classes)."""
+    r = realism or image_realism(0.0)
     u = rng.uniform
+    spread = 1.0 + 1.5 * r.pose  # placement varies more at higher levels
     if pediatric:
         height, half_width, top = u(0.48, 0.6), u(0.3, 0.38), u(0.16, 0.26)
         rx, ry, power = u(0.34, 0.4), u(0.52, 0.6), u(1.9, 2.3)
-        heart = (u(0.06, 0.14), u(0.66, 0.74), u(0.3, 0.38), u(0.22, 0.28))
+        heart = (u(0.06, 0.14), u(0.66, 0.74), u(0.36, 0.46), u(0.22, 0.28))
         rib_slope = u(0.1, 0.25)
     else:
         height, half_width, top = u(0.52, 0.66), u(0.33, 0.42), u(0.08, 0.18)
         rx, ry, power = u(0.3, 0.37), u(0.56, 0.64), u(2.2, 3.0)
-        heart = (u(0.08, 0.16), u(0.7, 0.8), u(0.26, 0.34), u(0.18, 0.24))
+        heart = (u(0.1, 0.18), u(0.7, 0.8), u(0.32, 0.42), u(0.2, 0.26))
         rib_slope = u(0.25, 0.45)
     half_width = half_width / max(aspect, 0.5) ** 0.5
     asym = u(-0.03, 0.03)
+    habitus = float(np.exp(rng.normal(0.0, 0.07)))  # drawn at every level, used as the realism says
+    scale = habitus ** r.pose
     anat = dict(
-        cx=0.5 + u(-0.03, 0.03),
-        top=top,
-        height=height,
-        half_width=half_width,
+        cx=0.5 + u(-0.03, 0.03) * spread,
+        top=top + u(-0.02, 0.02) * (spread - 1.0),
+        height=height * scale,
+        half_width=half_width * scale,
         lung_cx=(0.5 + asym, 0.52 - asym),
         lung_rx=(rx * u(0.95, 1.05), rx * u(0.88, 0.98)),
         lung_ry=(ry * u(0.95, 1.05), ry * u(0.97, 1.07)),
@@ -107,86 +213,148 @@ def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool,
         pediatric=pediatric,
         texture_seed=int(rng.integers(0, 2**31 - 1)),
     )
-    opacities: list[tuple[float, float, float, float]] = []
+    # Pose and habitus: drawn at every level (the same patient at every level), scaled by it.
+    inspiration = u(-1.0, 1.0) * r.pose  # > 0 a deep breath (lower domes), < 0 a shallow one
+    tilt = float(np.clip(rng.normal(0.0, np.radians(4.0)), -np.radians(10), np.radians(10))) * r.pose
+    female = bool(rng.random() < 0.5) and not pediatric
+    breast = (u(0.5, 1.3), u(0.68, 0.86), u(0.34, 0.5))  # 4-8 cm of tissue over the lower zones
+    has_breasts = female and rng.random() < r.breasts
+    fat = float(np.exp(rng.normal(np.log(0.35), 0.6)))  # subcutaneous fat (line integral), obesity's tail
+    shoulders = u(0.3, 0.8)  # the shoulder girdle's muscle over the apices
+    arms = int(rng.choice([0, 1, 2], p=[0.2, 0.4, 0.4] if pediatric else [0.5, 0.5, 0.0]))
+    hx, hy, hrx, hry = anat["heart"]
+    anat.update(
+        tilt=tilt,
+        heart_tilt=u(0.1, 0.45) * r.pose,
+        midline_shift=u(-0.04, 0.04) * r.pose,
+        body_width=u(1.25, 1.5) + (0.05 if pediatric else 0.0),
+        body_density=float(np.exp(rng.normal(0.0, 0.2) * r.pose)),
+        female=female,
+        breasts=breast if has_breasts else (0.0, 0.0, 0.0),
+        fat=min(fat, 2.0) * r.soft_tissue,
+        shoulders=shoulders * r.soft_tissue,
+        arms=arms if r.nuisances > 0 else 0,
+        aortic_knob=(u(0.16, 0.24), u(0.1, 0.18), u(0.045, 0.07)),
+        gastric_bubble=(u(0.35, 0.6), u(0.06, 0.12), u(0.08, 0.15), u(0.04, 0.08)),
+        dome=tuple(d + 0.05 * inspiration for d in anat["dome"]),
+        heart=(hx, hy, hrx * (1.0 - 0.1 * min(inspiration, 0.0)), hry),
+    )
+    a = Anatomy(opacities=(), **anat)
     if abnormal:
-        partial = Anatomy(opacities=(), **anat)
-        # Rejection-sample blob centres inside the lungs on a coarse grid.
-        ys, xs = np.nonzero(lung_mask(partial, 96, 96))
-        count = int(rng.integers(2, 7))
-        for i in rng.choice(len(ys), size=count, replace=False):
-            px, py = (xs[i] + 0.5) / 96, (ys[i] + 0.5) / 96
-            x, y = _to_thorax(partial, px, py)
-            opacities.append((float(x), float(y), u(0.06, 0.16), u(0.18, 0.4) * opacity_scale))
-    nodules: list[tuple[float, float, float, float, int]] = []
+        a = add_pneumonia(a, rng, disease, pattern=pattern, severity=severity, cause=cause)
     if finding is not None:
-        if finding not in FINDINGS:
-            raise ValueError(f"unknown finding {finding!r}; expected one of {', '.join(FINDINGS)}")
-        partial = Anatomy(opacities=(), **anat)
-        ys, xs = np.nonzero(lung_mask(partial, 96, 96))
-        points = [_to_thorax(partial, (xs[i] + 0.5) / 96, (ys[i] + 0.5) / 96) for i in range(len(ys))]
-        if finding == "nodule":
-            # away from the lung edge, so that the disc lies inside the lung field
-            core = np.nonzero(ndimage.binary_erosion(lung_mask(partial, 96, 96), iterations=4)[ys, xs])[0]
-            x, y = points[int(rng.choice(core if len(core) else np.arange(len(points))))]
-            nodules.append((float(x), float(y), u(0.02, 0.06), u(0.1, 0.25), 0))
-        else:
-            upper = [i for i, (_, y) in enumerate(points) if y < 0.45] or list(range(len(points)))
-            for i in rng.choice(upper, size=min(len(upper), int(rng.integers(2, 6))), replace=False):
-                x, y = points[int(i)]
-                opacities.append((float(x), float(y), u(0.04, 0.1), u(0.2, 0.4)))
-            if rng.random() < 0.4:
-                x, y = points[int(rng.choice(upper))]
-                nodules.append((float(x), float(y), u(0.03, 0.05), u(0.15, 0.25), 1))
-    return Anatomy(opacities=tuple(opacities), nodules=tuple(nodules), **anat)
+        a = add_finding(a, rng, finding)
+    return a
 
 
-def _to_thorax(a: Anatomy, px, py):
-    """Normalised image coordinates -> thorax frame."""
-    return (px - a.cx) / a.half_width, (py - a.top) / a.height
+def _lung_points(a: Anatomy, n: int = 96, erode: int = 0) -> list[tuple[float, float]]:
+    """Thorax coordinates of the points of an n x n grid inside the lung fields (no tilt)."""
+    flat = replace(a, tilt=0.0)
+    lungs = lung_mask(flat, n, n)
+    if erode:
+        core = ndimage.binary_erosion(lungs, iterations=erode)
+        lungs = core if core.any() else lungs
+    ys, xs = np.nonzero(lungs)
+    return [_to_thorax(flat, (xs[i] + 0.5) / n, (ys[i] + 0.5) / n) for i in range(len(ys))]
 
 
-def _grid(a: Anatomy, height: int, width: int):
-    px = (np.arange(width, dtype=np.float32) + 0.5) / width
-    py = (np.arange(height, dtype=np.float32) + 0.5) / height
-    x, y = _to_thorax(a, px[None, :], py[:, None])
-    return x.astype(np.float32), y.astype(np.float32)
+def draw_severity(rng: np.random.Generator, disease: DiseaseRealism | None) -> float:
+    """A pneumonia's severity in (0, 1]: Beta(a, b) rescaled to [min_severity, 1]."""
+    disease = disease or disease_realism(0.0)
+    s = rng.beta(disease.severity_a, disease.severity_b)
+    return float(disease.min_severity + (1.0 - disease.min_severity) * s)
 
 
-def _lung_side(a: Anatomy, side: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Boolean field of one lung (side 0 = image-left, 1 = image-right).
-
-    On a grid (x a row, y a column, as `_grid` makes them) the shape function is evaluated
-    only inside the lung's bounding box: at Montgomery's 4892 x 4020 a lung covers a
-    fifth of the image, and the arctangent, sine and power below were most of the
-    synthetic acquire's time. Outside the box no point can be inside (see `_lung_box`)."""
-    if x.ndim == 2 and y.ndim == 2 and x.shape[0] == 1 and y.shape[1] == 1:
-        rows, cols = _lung_box(a, side, x[0], y[:, 0])
-        inside = np.zeros((y.shape[0], x.shape[1]), dtype=bool)
-        if rows.stop > rows.start and cols.stop > cols.start:
-            inside[rows, cols] = _lung_field(a, side, x[:, cols], y[rows])
-        return inside
-    return _lung_field(a, side, x, y)
+# Patterns by cause (Kermany's file names say bacterial or viral): bacterial pneumonia is often
+# one lobar focus, viral a bilateral perihilar / interstitial one; both can be patchy.
+PATTERN_WEIGHTS = {"bacteria": (0.4, 0.6, 0.0), "virus": (0.4, 0.0, 0.6), None: (0.3, 0.45, 0.25)}
 
 
-def _lung_box(a: Anatomy, side: int, x: np.ndarray, y: np.ndarray) -> tuple[slice, slice]:
-    """Rows of `y` and columns of `x` (both monotonic) that can hold the lung: inside needs
-    a p-norm radius (p >= 1, so at least |dx| and |dy|) of at most 1 + wobble amplitude,
-    and the taper only narrows the lung (|dx| >= |sx - cx| / rx). A 1 % margin keeps
-    rounding at the box's edge from mattering."""
-    reach = (1.0 + abs(a.wobble[0])) * 1.01
-    s = -1.0 if side == 0 else 1.0
+def add_pneumonia(a: Anatomy, rng: np.random.Generator, disease: DiseaseRealism | None = None, *,
+                  pattern: str | None = None, severity: float | None = None, cause: str | None = None) -> Anatomy:
+    """Pneumonia of a pattern (patchy, lobar, interstitial) and a severity: extent and density
+    grow with severity. At the disease level's `pattern_mix` the pattern follows the cause,
+    else it is patchy (the old look). `disease` None is the easy level (patchy, mostly obvious)."""
+    u = rng.uniform
+    disease = disease or disease_realism(0.0)
+    if severity is None:
+        severity = draw_severity(rng, disease)
+    mixed = rng.random() < disease.pattern_mix  # drawn at every level: streams stay aligned
+    choice = str(rng.choice(PATTERNS, p=PATTERN_WEIGHTS[cause]))
+    if pattern is None:
+        pattern = choice if mixed else "patchy"
+    points = _lung_points(a)
+    s = severity
+    if pattern == "patchy":
+        count = 1 + int(rng.binomial(5, 0.25 + 0.6 * s))
+        side = int(rng.integers(2)) if rng.random() < 0.5 else None  # one lung or both
+        opacities = []
+        for _ in range(count):
+            pool = [p for p in points if side is None or (p[0] < 0) == (side == 0)] or points
+            x, y = pool[int(rng.integers(len(pool)))]
+            opacities.append((float(x), float(y), u(0.05, 0.09 + 0.08 * s), u(0.15, 0.35) + 0.55 * s))
+        return replace(a, opacities=tuple(opacities))
+    if pattern == "lobar":
+        # a lobe or segment: upper, middle (beside the right heart border), lower (on the dome);
+        # lingula beside the left heart border
+        side = int(rng.integers(2))
+        zone = str(rng.choice(["upper", "middle", "lower"], p=[0.3, 0.3, 0.4]))
+        y = {"upper": u(0.18, 0.35), "middle": u(0.5, 0.65), "lower": u(0.75, 0.9)}[zone]
+        sx = u(0.35, 0.6) if zone != "middle" else u(0.25, 0.45)
+        rx, ry = u(0.18, 0.3) * (0.6 + 0.5 * s), u(0.1, 0.18) * (0.6 + 0.5 * s)
+        fill = 0.2 + 0.7 * s
+        return replace(a, consolidations=((side, float(sx), float(y), float(rx), float(ry), u(-0.4, 0.4), fill),))
+    return replace(a, haze=(0.12 + 0.45 * s, u(0.8, 1.0) + 0.35 * s))
 
-    def span(keep: np.ndarray) -> slice:
-        hits = np.flatnonzero(keep)
-        return slice(int(hits[0]), int(hits[-1]) + 1) if len(hits) else slice(0, 0)
 
-    rows = span(np.abs(y - a.lung_cy[side]) <= reach * a.lung_ry[side])
-    cols = span(np.abs(s * x - a.lung_cx[side]) <= reach * a.lung_rx[side])
-    return rows, cols
+def add_finding(a: Anatomy, rng: np.random.Generator, finding: str) -> Anatomy:
+    """Seed 003's classes: one nodule (JSRT's JPCLN cases; radius 0.02-0.06 thorax heights,
+    contrast over JSRT's subtlety grades) or TB (Montgomery's and Shenzhen's _1 cases:
+    upper-zone predominant patchy consolidation and, in some cases, a cavity)."""
+    if finding not in FINDINGS:
+        raise ValueError(f"unknown finding {finding!r}; expected one of {', '.join(FINDINGS)}")
+    u = rng.uniform
+    if finding == "nodule":
+        core = _lung_points(a, erode=4)
+        x, y = core[int(rng.integers(len(core)))]
+        return replace(a, nodules=a.nodules + ((float(x), float(y), u(0.02, 0.06), u(0.1, 0.25), 0),))
+    points = _lung_points(a)
+    upper = [p for p in points if p[1] < 0.45] or points
+    opacities = list(a.opacities)
+    for i in rng.choice(len(upper), size=min(len(upper), int(rng.integers(2, 6))), replace=False):
+        x, y = upper[int(i)]
+        opacities.append((float(x), float(y), u(0.04, 0.1), u(0.45, 0.9)))
+    nodules = list(a.nodules)
+    if rng.random() < 0.4:
+        x, y = upper[int(rng.integers(len(upper)))]
+        nodules.append((float(x), float(y), u(0.03, 0.05), u(0.15, 0.25), 1))
+    return replace(a, opacities=tuple(opacities), nodules=tuple(nodules))
 
 
-def _lung_field(a: Anatomy, side: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The lung's shape function on any broadcastable x, y (no bounding box)."""
+def add_confounders(a: Anatomy, rng: np.random.Generator, disease: DiseaseRealism | None) -> Anatomy:
+    """Look-alikes drawn into any image of a classification source, each with probability
+    `disease.confounders`, whatever its label: a plate atelectasis band, a thymus sail
+    (children), nipple shadows (adults), prominent hila, a skin fold."""
+    p = disease.confounders if disease is not None else 0.0
+    u = rng.uniform
+    draws = rng.random(len(CONFOUNDERS))  # one draw per kind, present or not: streams stay aligned
+    found = []
+    for kind, draw in zip(CONFOUNDERS, draws):
+        values = {
+            "band": (int(rng.integers(2)), u(0.62, 0.88), u(-0.25, 0.25), u(0.012, 0.025), u(0.35, 0.7), u(0.25, 0.5)),
+            "thymus": (int(rng.integers(2)), u(0.16, 0.28), u(0.3, 0.55)),
+            "nipples": (u(0.45, 0.7), u(0.62, 0.85), u(0.015, 0.025), u(0.15, 0.3)),
+            "hila": (u(1.3, 1.8),),
+            "skinfold": (int(rng.integers(2)), u(0.75, 1.0), u(-0.1, 0.3), u(0.25, 0.45)),
+        }[kind]
+        if draw < p and (kind != "thymus" or a.pediatric) and (kind != "nipples" or not a.pediatric):
+            found.append((kind, *values))
+    return replace(a, confounders=tuple(found))
+
+
+# ------------------------------------------------------------------ shapes (thorax frame)
+def _lung_polar(a: Anatomy, side: int, x, y):
+    """(p-norm radius, its boundary) of one lung's outline, before any exclusion."""
     s = -1.0 if side == 0 else 1.0
     sx = s * x  # mirror so both lungs are computed in the same half-plane
     dx = (sx - a.lung_cx[side]) / a.lung_rx[side]
@@ -197,30 +365,80 @@ def _lung_field(a: Anatomy, side: int, x: np.ndarray, y: np.ndarray) -> np.ndarr
     amp, freq, phase = a.wobble
     theta = np.arctan2(dy, dx)
     radius = (np.abs(dx) ** a.lung_power + np.abs(dy) ** a.lung_power) ** (1.0 / a.lung_power)
-    inside = radius <= 1.0 + amp * np.sin(freq * theta + phase + side)
-    # Diaphragm dome: highest near mid-lung, deepest at the costophrenic angle.
-    dome = a.dome[side] - a.dome_height * np.exp(-(((sx - 0.45) / 0.28) ** 2))
-    inside &= y <= dome
-    # Mediastinum: widening from apex to base.
-    med = a.mediastinum[0] + (a.mediastinum[1] - a.mediastinum[0]) * np.clip(y, 0.0, 1.0)
-    inside &= sx >= med
+    return radius, 1.0 + amp * np.sin(freq * theta + phase + side)
+
+
+def dome_line(a: Anatomy, side: int, sx):
+    """Height of the hemidiaphragm under a lung: highest near mid-lung, deepest at the angle."""
+    return a.dome[side] - a.dome_height * np.exp(-(((sx - 0.45) / 0.28) ** 2))
+
+
+def mediastinal_half_width(a: Anatomy, y):
+    return a.mediastinum[0] + (a.mediastinum[1] - a.mediastinum[0]) * np.clip(y, 0.0, 1.0)
+
+
+def heart_radius(a: Anatomy, x, y):
+    """Normalised radius of the heart's (tilted) ellipse: <= 1 inside."""
+    hx, hy, rx, ry = a.heart
+    dx, dy = x - hx, y - hy
+    if a.heart_tilt:
+        cos, sin = np.cos(a.heart_tilt), np.sin(a.heart_tilt)
+        dx, dy = cos * dx + sin * dy, -sin * dx + cos * dy
+    return np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2)
+
+
+def _heart(a: Anatomy, x, y):
+    return heart_radius(a, x, y) <= 1.0
+
+
+def _aortic_knob(a: Anatomy, x, y):
+    kx, ky, kr = a.aortic_knob
+    return (x - kx) ** 2 + ((y - ky) / 1.2) ** 2 <= kr ** 2
+
+
+def _lung_field(a: Anatomy, side: int, x, y) -> np.ndarray:
+    """The SCR lung field of one lung on any broadcastable x, y."""
+    radius, bound = _lung_polar(a, side, x, y)
+    inside = radius <= bound
+    sx = (-1.0 if side == 0 else 1.0) * x
+    inside &= y <= dome_line(a, side, sx)
+    inside &= sx >= mediastinal_half_width(a, y)
     inside &= ~_heart(a, x, y)
+    if side == 1:
+        inside &= ~_aortic_knob(a, x, y)
     return inside
 
 
-def _heart(a: Anatomy, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    hx, hy, rx, ry = a.heart
-    return ((x - hx) / rx) ** 2 + ((y - hy) / ry) ** 2 <= 1.0
+def _lung_reach(a: Anatomy, side: int) -> tuple[float, float, float, float]:
+    """A thorax rectangle (x0, x1, y0, y1) holding the lung: inside needs a p-norm radius of at
+    most 1 + wobble amplitude, so |dx| and |dy| at most that (the taper only narrows the lung)."""
+    reach = (1.0 + abs(a.wobble[0])) * 1.01
+    s = -1.0 if side == 0 else 1.0
+    xs = sorted([s * (a.lung_cx[side] - reach * a.lung_rx[side]), s * (a.lung_cx[side] + reach * a.lung_rx[side])])
+    return xs[0], xs[1], a.lung_cy[side] - reach * a.lung_ry[side], a.lung_cy[side] + reach * a.lung_ry[side]
+
+
+def _lung_side(a: Anatomy, side: int, x, y) -> np.ndarray:
+    """Boolean field of one lung on broadcastable x, y (kept for callers holding a grid)."""
+    return _lung_field(a, side, x, y)
 
 
 def lung_masks(a: Anatomy, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(image-left lung, image-right lung) masks at the given size.
+    """(image-left lung, image-right lung) SCR masks at the given size.
 
-    In the patient's frame image-left is the *right* lung: callers writing
-    SCR/Montgomery files name them accordingly.
-    """
-    x, y = _grid(a, height, width)
-    return _lung_side(a, 0, x, y), _lung_side(a, 1, x, y)
+    The shape function is evaluated only inside each lung's pixel box (at Montgomery's
+    4892 x 4020 a lung covers a fifth of the image). In the patient's frame image-left is the
+    *right* lung: callers writing SCR/Montgomery files name them accordingly."""
+    frame = Frame(a, height, width)
+    out = []
+    for side in (0, 1):
+        inside = np.zeros((height, width), dtype=bool)
+        rows, cols = frame.box(*_lung_reach(a, side))
+        if rows.stop > rows.start and cols.stop > cols.start:
+            x, y = frame.coords(rows, cols)
+            inside[rows, cols] = _lung_field(a, side, x, y)
+        out.append(inside)
+    return out[0], out[1]
 
 
 def lung_mask(a: Anatomy, height: int, width: int) -> np.ndarray:
@@ -228,116 +446,94 @@ def lung_mask(a: Anatomy, height: int, width: int) -> np.ndarray:
     return left | right
 
 
-def _nodule_field(a: Anatomy, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Density of the round lesions: a plateau with a soft rim (1 inside, 0 beyond 1.15 r); a
-    cavity keeps only a ring of 0.6-1 r, with a lucent (negative) centre."""
-    field = np.zeros(np.broadcast_shapes(x.shape, y.shape), dtype=np.float32)
-    for nx, ny, r, amp, cavity in a.nodules:
-        d = np.sqrt((x - nx) ** 2 + (y - ny) ** 2) / r
-        disc = np.clip((1.15 - d) / 0.3, 0.0, 1.0)
-        if cavity:
-            disc = disc * np.clip((d - 0.5) / 0.15, 0.0, 1.0) - 0.5 * (d < 0.5)
-        field += amp * disc
-    return field
+def air_region(a: Anatomy, x, y, realism: ImageRealism | None = None) -> np.ndarray:
+    """Where the lungs hold air: the SCR field, and at realistic levels also behind the heart
+    and in the posterior recesses below the dome (where findings can lie outside the mask)."""
+    r = realism or image_realism(0.0)
+    region = np.zeros(np.broadcast_shapes(np.shape(x), np.shape(y)), dtype=bool)
+    for side in (0, 1):
+        radius, bound = _lung_polar(a, side, x, y)
+        sx = (-1.0 if side == 0 else 1.0) * x
+        inside = (radius <= bound) & (sx >= mediastinal_half_width(a, y))
+        inside &= y <= dome_line(a, side, sx) + (r.recess_depth if r.recess_air > 0 else 0.0)
+        if r.retrocardiac_air <= 0:
+            inside &= ~_heart(a, x, y)
+        region |= inside
+    return region
 
 
-def lesion_mask(a: Anatomy, height: int, width: int) -> np.ndarray:
-    """Exact extent of the findings inside the lungs: nodule and cavity discs (d <= r) and the
-    opacities' cores (within one sigma of a centre)."""
+# ------------------------------------------------------------------ disease fields
+def _consolidation_envelope(a: Anatomy, x, y):
+    """Per lobar consolidation, its normalised radius (<= 1 inside) on the grid."""
+    out = []
+    for side, sx0, y0, rx, ry, angle, _ in a.consolidations:
+        sx = (-1.0 if side == 0 else 1.0) * x
+        dx, dy = sx - sx0, y - y0
+        cos, sin = np.cos(angle), np.sin(angle)
+        du, dv = cos * dx + sin * dy, -sin * dx + cos * dy
+        out.append((side, np.sqrt((du / rx) ** 2 + (dv / ry) ** 2), dv / ry))
+    return out
+
+
+def haze_field(a: Anatomy, x, y):
+    """The perihilar interstitial pattern's envelope in [0, 1] (bilateral, both lungs)."""
+    _, spread = a.haze
+    return np.exp(-(((np.abs(x) - 0.32) / (0.3 * spread)) ** 2) - ((y - 0.48) / (0.32 * spread)) ** 2)
+
+
+def lesion_mask(a: Anatomy, height: int, width: int, realism: ImageRealism | None = None) -> np.ndarray:
+    """Exact extent of the findings inside the lungs' air: nodule and cavity discs (d <= r), the
+    patchy foci's cores (within one sigma of a centre), lobar consolidations (their ellipse) and
+    the interstitial pattern (at least half its peak)."""
     x, y = _grid(a, height, width)
     inside = np.zeros((height, width), dtype=bool)
     for nx, ny, r, _, _ in a.nodules:
         inside |= (x - nx) ** 2 + (y - ny) ** 2 <= r ** 2
     for ox, oy, sigma, _ in a.opacities:
         inside |= (x - ox) ** 2 + (y - oy) ** 2 <= sigma ** 2
-    return inside & lung_mask(a, height, width)
+    for _, radius, _ in _consolidation_envelope(a, x, y):
+        inside |= radius <= 1.0
+    if a.haze[0] > 0:
+        inside |= haze_field(a, x, y) >= 0.5
+    return inside & air_region(a, x, y, realism)
 
 
-def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
-    field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
-    return field / (field.std() + 1e-6)
+# ------------------------------------------------------------------ devices
+def _bezier(p0, p1, p2, n: int = 24) -> list[tuple[float, float]]:
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    pts = (1 - t) ** 2 * np.array(p0) + 2 * (1 - t) * t * np.array(p1) + t ** 2 * np.array(p2)
+    return [tuple(map(float, p)) for p in pts]
 
 
-def render_attenuation(a: Anatomy, height: int, width: int) -> np.ndarray:
-    """Attenuation map in [0, 1] (bright = dense) at the given (working) size."""
-    rng = np.random.default_rng(a.texture_seed)
-    x, y = _grid(a, height, width)
-    shape = (height, width)
-    px_per_unit = min(height * a.height, width * a.half_width)
-
-    def soften(mask: np.ndarray, sigma_units: float) -> np.ndarray:
-        return ndimage.gaussian_filter(mask.astype(np.float32), sigma_units * px_per_unit)
-
-    # Body: an elliptical cylinder, thickest in the middle; arms for children.
-    body_w = 1.35 + (0.25 if a.pediatric else 0.0)
-    thickness = np.sqrt(np.clip(1.0 - (x / body_w) ** 2, 0.0, 1.0))
-    shoulders = np.clip((y + 0.35) / 0.25, 0.0, 1.0)  # body narrows above the apices
-    body = thickness * (0.35 + 0.65 * shoulders)
-    att = 0.5 * body
-
-    # Abdomen below the diaphragm is dense.
-    # Hemidiaphragm bases blend smoothly across the midline (no seam).
-    base = a.dome[0] + (a.dome[1] - a.dome[0]) / (1.0 + np.exp(-x / 0.08))
-    dome_y = base - a.dome_height * np.exp(-(((np.abs(x) - 0.45) / 0.28) ** 2))
-    att += 0.18 * np.clip((y - dome_y) / 0.05 + 0.5, 0.0, 1.0) * thickness
-
-    # Spine with vertebral bodies, and the mediastinum.
-    spine = np.exp(-((x / 0.09) ** 2))
-    vertebrae = 0.75 + 0.25 * np.cos(2 * np.pi * y / 0.075) ** 8
-    att += 0.14 * spine * vertebrae * (y > -0.3)
-    med = a.mediastinum[0] + (a.mediastinum[1] - a.mediastinum[0]) * np.clip(y, 0.0, 1.0)
-    att += 0.08 * soften(np.abs(x) < med, 0.02)
-    att += 0.12 * soften(_heart(a, x, y), 0.015)
-
-    # Lungs: air removes most of the soft-tissue signal; faint vessels remain.
-    left, right = _lung_side(a, 0, x, y), _lung_side(a, 1, x, y)
-    lungs = soften(left | right, 0.008)
-    vessels = 0.035 * np.clip(_smooth_noise(rng, shape, 0.01 * px_per_unit), -2, 2) * (1.0 - np.abs(x) / 1.2)
-    att -= lungs * (0.34 - vessels)
-
-    # Ribs: posterior arcs, sloping down laterally, visible across the thorax.
-    rib_field = np.zeros(shape, dtype=np.float32)
-    for k in range(11):
-        centre = -0.05 + k * a.rib_spacing + a.rib_slope * (np.abs(x) - 0.1) ** 2
-        rib_field += np.exp(-(((y - centre) / (0.018 + 0.002 * k)) ** 2))
-    # Ribs fade out smoothly at the chest wall, the spine and the abdomen.
-    lateral = np.clip((1.08 - np.abs(x)) / 0.12, 0.0, 1.0) * np.clip((np.abs(x) - 0.05) / 0.05, 0.0, 1.0)
-    caudal = np.clip((1.1 - y) / 0.12, 0.0, 1.0)
-    att += 0.09 * np.clip(rib_field, 0, 1.2) * lateral * caudal
-
-    # Clavicles: slanted bars across the apices.
-    for s in (-1.0, 1.0):
-        t = np.clip((s * x - 0.1) / 0.7, 0.0, 1.0)
-        centre = -0.02 - 0.08 * t
-        clav = np.exp(-(((y - centre) / 0.025) ** 2)) * (s * x > 0.1) * (s * x < 0.85)
-        att += 0.12 * clav
-
-    # Pneumonia-like patchy opacities, confined to the lungs.
-    if a.opacities:
-        patch = np.zeros(shape, dtype=np.float32)
-        texture = np.clip(0.6 + 0.5 * _smooth_noise(rng, shape, 0.015 * px_per_unit), 0, 1.5)
-        for ox, oy, sigma, amp in a.opacities:
-            patch += amp * np.exp(-(((x - ox) ** 2 + (y - oy) ** 2) / (2 * sigma**2)))
-        att += np.clip(patch, 0, 0.45) * texture * lungs
-
-    # Nodules and cavities: well-defined, untextured, confined to the lungs.
-    if a.nodules:
-        att += _nodule_field(a, x, y) * lungs
-
-    att = ndimage.gaussian_filter(att, 0.0015 * px_per_unit)
-    return np.clip(att, 0.0, 1.0).astype(np.float32)
+DEVICE_KINDS = ("tube", "line", "electrodes", "gastric")
 
 
-def upsample(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of a float image (PIL 'F' mode keeps full precision)."""
-    if image.shape == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image.astype(np.float32)).resize((width, height), Image.BILINEAR))
-
-
-def render(a: Anatomy, height: int, width: int, work_side: int = 512) -> np.ndarray:
-    """Attenuation at full size: rendered at a working size, then upsampled
-    (fine detail at 4k pixels adds nothing but time; noise is added later)."""
-    scale = min(1.0, work_side / max(height, width))
-    wh, ww = max(32, round(height * scale)), max(32, round(width * scale))
-    return upsample(render_attenuation(a, wh, ww), height, width)
+def sample_devices(rng: np.random.Generator, kinds: tuple[str, ...] | None = None):
+    """Support devices in the thorax frame: polylines ((points), radius in thorax y units, kind)
+    and ECG electrodes (x, y, radius). `kinds` None draws 1-4 of DEVICE_KINDS (the generator's
+    draws are the same either way, so a caller that ignores the result stays aligned)."""
+    u = rng.uniform
+    order = rng.permutation(len(DEVICE_KINDS))
+    count = int(rng.integers(1, len(DEVICE_KINDS) + 1))
+    chosen = kinds if kinds is not None else tuple(DEVICE_KINDS[i] for i in order[:count])
+    x0 = u(-0.03, 0.03)
+    tube = ((x0, -0.6), (x0 + u(-0.02, 0.02), u(0.08, 0.2)))  # endotracheal tube, tip above the carina
+    s = -1.0 if rng.random() < 0.5 else 1.0
+    line = _bezier((s * u(0.85, 1.05), u(-0.3, -0.15)), (s * 0.35, u(-0.05, 0.05)), (s * 0.06, u(0.2, 0.32)))
+    gastric = _bezier((u(-0.05, 0.05), -0.6), (u(-0.05, 0.1), 0.6), (u(0.3, 0.5), u(1.05, 1.2)))
+    wires = [_bezier((ex, ey), (ex + u(-0.3, 0.3), ey + u(-0.3, 0.3)), (ex * 1.6, -0.7), n=10)
+             for ex, ey in [(u(-1.0, 1.0), u(-0.2, 0.9)) for _ in range(4)]]
+    radii = [u(0.025, 0.035) for _ in range(4)]
+    n_electrodes = int(rng.integers(2, 5))
+    lines, electrodes = [], []
+    if "tube" in chosen:
+        lines.append((tube, 0.012, 1))
+    if "line" in chosen:
+        lines.append((tuple(line), 0.006, 0))
+    if "gastric" in chosen:
+        lines.append((tuple(gastric), 0.008, 1))
+    if "electrodes" in chosen:
+        for (points, r) in list(zip(wires, radii))[:n_electrodes]:
+            electrodes.append((points[0][0], points[0][1], r))
+            lines.append((tuple(points), 0.003, 0))
+    return tuple(lines), tuple(electrodes)

@@ -2,20 +2,29 @@
 
 Writes phantom chest X-rays for all five sources in each dataset's official
 file format and folder layout (see `layout.py`), so every later stage runs
-the very same code on synthetic or real files.
+the very same code on synthetic or real files. A phantom is a patient
+(`phantom.py`: anatomy, pose, disease), rendered in the line-integral domain
+and exposed (`xray.py`: overlap, scatter, quantum noise, detector blur), then
+taken and stored as its source does (`acquisition.py`: markers, collimation,
+portable devices, film curve or unsharp masking), at the difficulty of
+`synth.difficulty` (`difficulty.py`).
 
 With `synth.findings` (the default) the classes of the segmentation sources
 show in the pixels: JSRT's JPCLN phantoms carry one nodule (and the official
 `CLNDAT_EN.txt` / `CNNDAT_EN.TXT` list its position and size), Montgomery's and
 Shenzhen's _1 phantoms TB-like upper-zone consolidation, some with a cavity.
-Without it they look alike whatever their file name says (phantom version 2,
-what the phantom study was run on).
+Without it they look alike whatever their file name says.
 
-Per-source differences mimic the paper's domain shift (Figure 2b): adult vs
-pediatric anatomy, native image size, container bit depth and intensity
-distribution (gain, gamma, offset, noise). Every image is drawn from its own
-seed, derived from (synth.seed, source, index), so output is identical for a
-seed whatever the number of worker processes.
+The classification sources (CheX, NIHX) carry pneumonia of a severity and a
+pattern, confounders whatever the label, and on CheX's training images the
+disease level's label noise: a flipped image sits in the other class's folder.
+Each keeps a truth sidecar beside its official layout
+(`phantom_lesions/truth.csv`: the clean label, severity, pattern and every
+nuisance drawn; harmonise skips it, only evaluation and the gates read it).
+
+Every image is drawn from its own streams, derived from (synth.seed, source,
+index, stream), so output is identical for a seed whatever the number of
+worker processes, and the same patient at every difficulty level.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from multimix.data import formats, layout, phantom, synth_chexseg
+from multimix.data import formats, layout, phantom, synth_chexseg, xray
+from multimix.data.acquisition import EASY, SOURCES, Level, place, radiograph
 
 # Table 1 of the paper (and the official file counts) for the `paper` preset;
 # `small` keeps the whole pipeline to minutes on two cores.
@@ -61,28 +71,11 @@ for _preset, _counts in synth_chexseg.PRESETS.items():  # seed 004's sources (sy
     PRESETS[_preset] |= _counts
 
 DATASET_CODES = {"jsrt": 1, "chex": 2, "mcu": 3, "nihx": 4, "shenzhen": 5}
-VERSION = 3  # of the phantoms and layouts written: a source written by another version is written again
-# (3: CheX and NIHX pneumonia phantoms store their opacity masks under PHANTOM_LESIONS)
+VERSION = 4  # of the phantoms and layouts written: a source written by another version is written again
+# (3: CheX and NIHX pneumonia phantoms store their opacity masks under PHANTOM_LESIONS;
+#  4: the line-integral renderer and the difficulty levels, truth sidecars)
+TRUTH_FILE = "truth.csv"  # under PHANTOM_LESIONS: each classification phantom's clean label and draws
 
-
-@dataclass(frozen=True)
-class Style:
-    """How a source turns attenuation into stored pixel values."""
-
-    pediatric: bool
-    gain: float
-    gamma: float
-    offset: float
-    noise: float
-
-
-STYLES = {
-    "jsrt": Style(pediatric=False, gain=1.05, gamma=1.0, offset=0.1, noise=0.012),
-    "chex": Style(pediatric=True, gain=1.15, gamma=0.75, offset=0.06, noise=0.02),
-    "mcu": Style(pediatric=False, gain=0.8, gamma=1.35, offset=0.14, noise=0.008),
-    "nihx": Style(pediatric=False, gain=1.25, gamma=1.15, offset=-0.02, noise=0.015),
-    "shenzhen": Style(pediatric=False, gain=0.95, gamma=0.9, offset=0.08, noise=0.01),
-}
 
 NIH_OTHER_FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumothorax",
@@ -115,48 +108,99 @@ def resolve_counts(preset: str, overrides: dict) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _rng(seed: int, dataset: str, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, DATASET_CODES[dataset], index]))
+# Independent random streams of one image: what it is, what it shows, how it was taken, its
+# noise and its training label. Separate streams keep the acquisition independent of the label
+# (a nuisance drawn from the disease's stream would shift with it) and the same patient at
+# every difficulty level.
+ANATOMY, CONFOUNDER, ACQUISITION, NOISE, LABEL = range(5)
 
 
-def _display(att: np.ndarray, style: Style, rng: np.random.Generator) -> np.ndarray:
-    """Attenuation -> display intensity in [0, 1] (bright = dense), per source."""
-    h, w = att.shape
-    gain = style.gain * rng.uniform(0.9, 1.1)
-    offset = style.offset + rng.uniform(-0.03, 0.03)
-    # A gentle exposure gradient, as from the heel effect and positioning.
-    ramp = np.linspace(-1, 1, h, dtype=np.float32)[:, None] * rng.uniform(-0.04, 0.04)
-    img = offset + gain * np.power(att, style.gamma * rng.uniform(0.9, 1.1)) + ramp
-    img += rng.standard_normal((h, w), dtype=np.float32) * np.float32(style.noise)
-    return np.clip(img, 0.0, 1.0)
+def _rng(seed: int, dataset: str, index: int, stream: int | None = None) -> np.random.Generator:
+    key = [seed, DATASET_CODES[dataset], index] + ([] if stream is None else [stream])
+    return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def _phantom(dataset: str, seed: int, index: int, height: int, width: int, abnormal: bool,
-             opacity_scale: float = 1.0, finding: str | None = None):
-    rng = _rng(seed, dataset, index)
-    style = STYLES[dataset]
-    anat = phantom.sample_anatomy(rng, pediatric=style.pediatric, abnormal=abnormal, aspect=width / height,
-                                  opacity_scale=opacity_scale, finding=finding)
-    img = _display(phantom.render(anat, height, width), style, rng)
-    return anat, img, rng
+@dataclass(frozen=True)
+class Drawn:
+    """What one phantom image is, for the writer and the truth sidecar."""
+
+    anatomy: phantom.Anatomy
+    image: np.ndarray               # display intensity at native size, [0, 1]
+    acquisition: xray.Acquisition
+    rng: np.random.Generator        # the source's file-format stream, continued
+
+
+def _patient(dataset: str, seed: int, index: int, height: int, width: int, abnormal: bool, level: Level,
+             finding: str | None = None, pattern: str | None = None, severity: float | None = None,
+             cause: str | None = None) -> phantom.Anatomy:
+    """The patient of one image: anatomy (+ disease) and, in the classification sources,
+    confounders, each from its own stream."""
+    src = SOURCES[dataset]
+    anat = phantom.sample_anatomy(_rng(seed, dataset, index, ANATOMY), pediatric=src.pediatric, abnormal=abnormal,
+                                  aspect=width / height, finding=finding, realism=level.image, disease=level.disease,
+                                  pattern=pattern, severity=severity, cause=cause)
+    if dataset in CLASSIFICATION_SOURCES:  # look-alikes in every image, whatever its label
+        anat = phantom.add_confounders(anat, _rng(seed, dataset, index, CONFOUNDER), level.disease)
+    return anat
+
+
+def _phantom(dataset: str, seed: int, index: int, height: int, width: int, abnormal: bool, level: Level = EASY,
+             finding: str | None = None, pattern: str | None = None, severity: float | None = None,
+             cause: str | None = None, file_rng: np.random.Generator | None = None) -> Drawn:
+    """One phantom of a source at native size: its patient, then `acquisition.radiograph`."""
+    anat = _patient(dataset, seed, index, height, width, abnormal, level, finding, pattern, severity, cause)
+    image, anat, acq = radiograph(dataset, anat, height, width, level, _rng(seed, dataset, index, ACQUISITION),
+                                  _rng(seed, dataset, index, NOISE))
+    return Drawn(anat, image, acq, file_rng if file_rng is not None else _rng(seed, dataset, 10_000_000 + index))
+
+
+CLASSIFICATION_SOURCES = ("chex", "nihx")
+
+
+def storage(dataset: str, seed: int, index: int) -> dict:
+    """How a classification phantom's file is stored (its file stream): Kermany's JPEG size,
+    channels and quality; NIH's RGBA share."""
+    rng = _rng(seed, dataset, 10_000_000 + index)
+    if dataset == "chex":
+        width = int(rng.integers(1100, 2100))
+        height = int(width * rng.uniform(0.65, 0.95))
+        return {"height": height, "width": width, "rgb": int(rng.random() < 0.1),  # a few are 3-channel
+                "quality": int(rng.integers(85, 96))}
+    return {"height": 1024, "width": 1024, "rgb": int(rng.random() < 0.04), "quality": 0}  # a few NIH PNGs are RGBA
+
+
+def nuisances(anat: phantom.Anatomy, acq, stored: dict) -> dict:
+    """Every nuisance of one image (what the nuisance gate may use): none is drawn from its label."""
+    return {"marker": int(bool(acq.marker[0])), "collimated": int(any(acq.collimation)),
+            "portable": int(bool(acq.lines or acq.electrodes)), **stored, "thorax_height": round(anat.height, 4)}
+
+
+def nuisance_row(dataset: str, seed: int, index: int, abnormal: bool, level: Level, severity: float | None = None,
+                 cause: str | None = None) -> dict:
+    """An image's nuisances without rendering it: the same draws as its writer makes."""
+    stored = storage(dataset, seed, index)
+    anat = _patient(dataset, seed, index, stored["height"], stored["width"], abnormal, level, severity=severity,
+                    cause=cause)
+    anat, acq = place(dataset, anat, level, _rng(seed, dataset, index, ACQUISITION))
+    return nuisances(anat, acq, stored)
 
 
 # ------------------------------------------------------------------ per-image jobs
 def _write_jsrt(job) -> str | None:
     """One JSRT image and its SCR masks; returns its clinical-file line (with findings)."""
-    root, seed, index, name, fold, findings = job
+    root, seed, index, name, fold, findings, level = job
     finding = "nodule" if findings and name.startswith("JPCLN") else None
-    anat, img, _ = _phantom("jsrt", seed, index, formats.JSRT_SIDE, formats.JSRT_SIDE, abnormal=False,
-                            finding=finding)
-    # JSRT stores larger values for darker pixels: invert the display image.
-    raw = np.round((1.0 - img) * formats.JSRT_MAX).astype(np.uint16)
+    drawn = _phantom("jsrt", seed, index, formats.JSRT_SIDE, formats.JSRT_SIDE, abnormal=False, level=level,
+                     finding=finding)
+    # JSRT stores larger values for darker pixels (optical density): invert the display image.
+    raw = np.round((1.0 - drawn.image) * formats.JSRT_MAX).astype(np.uint16)
     formats.write_jsrt_raw(root / layout.JSRT_IMAGE_DIR / f"{name}.IMG", raw)
-    image_left, image_right = phantom.lung_masks(anat, 1024, 1024)
+    image_left, image_right = phantom.lung_masks(drawn.anatomy, 1024, 1024)
     masks = root / "scr" / fold / "masks"
     # SCR names lungs from the patient's side: the patient's left is image-right.
     formats.write_mask_gif(masks / layout.SCR_LEFT / f"{name}.gif", image_right)
     formats.write_mask_gif(masks / layout.SCR_RIGHT / f"{name}.gif", image_left)
-    return _jsrt_clinical_row(name, anat, index, seed) if findings else None
+    return _jsrt_clinical_row(name, drawn.anatomy, index, seed) if findings else None
 
 
 JSRT_PIXEL_MM = 0.175  # JSRT's pixel pitch
@@ -170,73 +214,92 @@ def _jsrt_clinical_row(name: str, anat: phantom.Anatomy, index: int, seed: int) 
     if not anat.nodules:
         return f"{name}.IMG\t{age}\t{sex}"
     x, y, r, amp, _ = anat.nodules[0]
-    col = (anat.cx + x * anat.half_width) * formats.JSRT_SIDE
-    row = (anat.top + y * anat.height) * formats.JSRT_SIDE
+    row, col = phantom.Frame(anat, formats.JSRT_SIDE, formats.JSRT_SIDE).to_pixels(x, y)
     size_mm = 2 * r * anat.height * formats.JSRT_SIDE * JSRT_PIXEL_MM
     subtlety = int(np.clip(1 + (amp - 0.1) / 0.15 * 4, 1, 5))  # 1 = extremely subtle … 5 = obvious
     side = "r." if x < 0 else "l."  # image-left is the patient's right
     lobe = "upper" if y < 0.45 else "lower"
     pathology = "malignant" if rng.random() < 0.65 else "benign"
-    return (f"{name}.IMG\t{subtlety}\t{size_mm:.0f}\t{age}\t{sex}\t{col:.0f}\t{row:.0f}\t{pathology}\t"
+    return (f"{name}.IMG\t{subtlety}\t{size_mm:.0f}\t{age}\t{sex}\t{col + 0.5:.0f}\t{row + 0.5:.0f}\t{pathology}\t"
             f"{side}{lobe} lobe")
 
 
-def _write_lesions(root: Path, image: Path, anat: phantom.Anatomy, height: int, width: int) -> None:
+def _write_lesions(root: Path, image: Path, drawn: Drawn, level: Level) -> None:
     """The exact opacity mask of a pneumonia phantom, in a folder beside the source's official
     layout (harmonise lists that folder as skipped, never as images); read only by `evaluate`,
     to score saliency maps."""
     out = layout.phantom_lesion_path(root, image.relative_to(root))
     out.parent.mkdir(parents=True, exist_ok=True)
-    formats.write_png(out, phantom.lesion_mask(anat, height, width).astype(np.uint8) * 255)
+    h, w = drawn.image.shape
+    formats.write_png(out, phantom.lesion_mask(drawn.anatomy, h, w, level.image).astype(np.uint8) * 255)
 
 
-def _write_chex(job) -> None:
-    path, seed, index, abnormal, opacity_scale, root = job
-    rng = _rng(seed, "chex", 10_000_000 + index)
-    width = int(rng.integers(1100, 2100))
-    height = int(width * rng.uniform(0.65, 0.95))
-    anat, img, rng = _phantom("chex", seed, index, height, width, abnormal, opacity_scale)
+def _pattern(anat: phantom.Anatomy) -> str:
+    if anat.consolidations:
+        return "lobar"
+    if anat.haze[0] > 0:
+        return "interstitial"
+    return "patchy" if anat.opacities else ""
+
+
+def _truth_row(root: Path, path: Path, drawn: Drawn, truth: bool, label: bool, severity: float | None,
+               stored: dict) -> dict:
+    """One line of a classification source's truth sidecar: the clean label beside the file's,
+    the disease's severity and pattern, and every nuisance drawn (for the nuisance gate)."""
+    anat = drawn.anatomy
+    return {"file": path.relative_to(root).as_posix(), "label": int(label), "truth": int(truth),
+            "flipped": int(label != truth), "severity": "" if severity is None else round(severity, 4),
+            "pattern": _pattern(anat) if truth else "", "confounders": "|".join(c[0] for c in anat.confounders),
+            **nuisances(anat, drawn.acquisition, stored)}
+
+
+def _write_chex(job) -> dict:
+    path, seed, index, abnormal, severity, cause, label, level, root = job
+    stored = storage("chex", seed, index)
+    drawn = _phantom("chex", seed, index, stored["height"], stored["width"], abnormal, level, severity=severity,
+                     cause=cause)
     if abnormal:
-        _write_lesions(root, path, anat, height, width)
-    pixels = np.round(img * 255).astype(np.uint8)
-    if rng.random() < 0.1:  # a few Kermany JPEGs are stored as 3-channel
+        _write_lesions(root, path, drawn, level)
+    pixels = np.round(drawn.image * 255).astype(np.uint8)
+    if stored["rgb"]:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
-    formats.write_jpeg(path, pixels, quality=int(rng.integers(85, 96)))
+    formats.write_jpeg(path, pixels, quality=stored["quality"])
+    return _truth_row(root, path, drawn, abnormal, label, severity, stored)
 
 
 def _write_mcu(job) -> None:
-    root, seed, index, name, findings = job
+    root, seed, index, name, findings, level = job
     rng = _rng(seed, "mcu", 10_000_000 + index)
     height, width = (4892, 4020) if rng.random() < 0.7 else (4020, 4892)
     sixteen_bit = rng.random() < 0.75
     finding = "tb" if findings and name.endswith("_1") else None
-    anat, img, rng = _phantom("mcu", seed, index, height, width, abnormal=False, finding=finding)
+    drawn = _phantom("mcu", seed, index, height, width, abnormal=False, level=level, finding=finding, file_rng=rng)
     if sixteen_bit:  # 12-bit detector values in a 16-bit container
-        pixels = np.round(img * 4095).astype(np.uint16)
+        pixels = np.round(drawn.image * 4095).astype(np.uint16)
     else:
-        pixels = np.round(img * 255).astype(np.uint8)
+        pixels = np.round(drawn.image * 255).astype(np.uint8)
     formats.write_png(root / layout.MCU_IMAGES / f"{name}.png", pixels, compress_level=1)
-    image_left, image_right = phantom.lung_masks(anat, height, width)
+    image_left, image_right = phantom.lung_masks(drawn.anatomy, height, width)
     formats.write_mask_png(root / layout.MCU_LEFT / f"{name}.png", image_right)
     formats.write_mask_png(root / layout.MCU_RIGHT / f"{name}.png", image_left)
     tb = name.endswith("_1")
-    sex = "F" if rng.random() < 0.5 else "M"
-    finding = "TB: abnormal findings in the lungs" if tb else "normal"
+    sex = "F" if drawn.rng.random() < 0.5 else "M"
+    reading = "TB: abnormal findings in the lungs" if tb else "normal"
     (root / layout.MCU_READINGS / f"{name}.txt").write_text(
-        f"Patient's Sex: {sex}\nPatient's Age: {int(rng.integers(18, 80)):03d}Y\n{finding}\n"
+        f"Patient's Sex: {sex}\nPatient's Age: {int(drawn.rng.integers(18, 80)):03d}Y\n{reading}\n"
     )
 
 
 def _write_shenzhen(job) -> None:
-    root, seed, index, name, masked, findings = job
+    root, seed, index, name, masked, findings, level = job
     rng = _rng(seed, "shenzhen", 10_000_000 + index)
     # The NLM set: about 3K x 3K, 8-bit; a few files are stored as palette or RGB PNGs.
     width, height = int(rng.integers(2500, 3001)), int(rng.integers(2400, 3001))
     storage = rng.choice(["L", "P", "RGB"], p=[0.85, 0.1, 0.05])
     tb = name.endswith("_1")
-    anat, img, rng = _phantom("shenzhen", seed, index, height, width, abnormal=False,
-                              finding="tb" if findings and tb else None)
-    pixels = np.round(img * 255).astype(np.uint8)
+    drawn = _phantom("shenzhen", seed, index, height, width, abnormal=False, level=level,
+                     finding="tb" if findings and tb else None, file_rng=rng)
+    pixels = np.round(drawn.image * 255).astype(np.uint8)
     path = root / layout.SHENZHEN_IMAGES / f"{name}.png"
     if storage == "P":
         formats.write_palette_png(path, pixels)
@@ -245,25 +308,28 @@ def _write_shenzhen(job) -> None:
                           compress_level=1)
     if masked:  # the mask release: both lungs in one 0/255 PNG of the image's size
         formats.write_mask_png(root / layout.SHENZHEN_MASKS / f"{name}{layout.SHENZHEN_MASK_SUFFIX}.png",
-                               phantom.lung_mask(anat, height, width))
-    sex = "male" if rng.random() < 0.6 else "female"
-    finding = "STB, upper zone consolidation" if tb else "normal"
-    (root / layout.SHENZHEN_READINGS / f"{name}.txt").write_text(f"{sex} {int(rng.integers(12, 80))}yrs\n{finding}\n")
+                               phantom.lung_mask(drawn.anatomy, height, width))
+    sex = "male" if drawn.rng.random() < 0.6 else "female"
+    reading = "STB, upper zone consolidation" if tb else "normal"
+    (root / layout.SHENZHEN_READINGS / f"{name}.txt").write_text(
+        f"{sex} {int(drawn.rng.integers(12, 80))}yrs\n{reading}\n")
 
 
-def _write_nih(job) -> None:
-    path, seed, index, abnormal, opacity_scale, root = job
-    anat, img, rng = _phantom("nihx", seed, index, 1024, 1024, abnormal, opacity_scale)
+def _write_nih(job) -> dict:
+    path, seed, index, abnormal, severity, level, root = job
+    stored = storage("nihx", seed, index)
+    drawn = _phantom("nihx", seed, index, 1024, 1024, abnormal, level, severity=severity)
     if abnormal:
-        _write_lesions(root, path, anat, 1024, 1024)
-    pixels = np.round(img * 255).astype(np.uint8)
-    if rng.random() < 0.04:  # a few NIH PNGs are RGBA
+        _write_lesions(root, path, drawn, level)
+    pixels = np.round(drawn.image * 255).astype(np.uint8)
+    if stored["rgb"]:
         pixels = np.concatenate([np.repeat(pixels[..., None], 3, axis=2), np.full((1024, 1024, 1), 255, np.uint8)], axis=2)
     formats.write_png(path, pixels)
+    return _truth_row(root, path, drawn, abnormal, abnormal, severity, stored)
 
 
 # ------------------------------------------------------------------ per-source plans
-def _plan_jsrt(root: Path, counts: dict, seed: int, findings: bool = True, **_):
+def _plan_jsrt(root: Path, counts: dict, seed: int, findings: bool = True, level: Level = EASY, **_):
     (root / layout.JSRT_IMAGE_DIR).mkdir(parents=True)
     for fold in ("fold1", "fold2"):
         for side in (layout.SCR_LEFT, layout.SCR_RIGHT):
@@ -271,7 +337,7 @@ def _plan_jsrt(root: Path, counts: dict, seed: int, findings: bool = True, **_):
     names = [f"JPCLN{i:03d}" for i in range(1, counts["nodule"] + 1)]
     names += [f"JPCNN{i:03d}" for i in range(1, counts["non_nodule"] + 1)]
     # SCR splits the 247 images into two folds, alternating by number.
-    return _write_jsrt, [(root, seed, i, n, "fold1" if int(n[-3:]) % 2 else "fold2", findings)
+    return _write_jsrt, [(root, seed, i, n, "fold1" if int(n[-3:]) % 2 else "fold2", findings, level)
                          for i, n in enumerate(names)]
 
 
@@ -284,41 +350,69 @@ def _finish_jsrt(root: Path, rows: list) -> None:
             (root / name).write_text("".join(line + "\n" for line in lines))
 
 
-def _plan_chex(root: Path, counts: dict, seed: int, chex_layout: str = "mendeley", opacity_scale: float = 1.0, **_):
+def _finish_truth(root: Path, rows: list) -> None:
+    """The truth sidecar of a classification source (phantoms only; harmonise skips the folder)."""
+    path = root / layout.PHANTOM_LESIONS / TRUTH_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: r["file"]))
+
+
+def training_label(seed: int, dataset: str, index: int, abnormal: bool, level: Level,
+                   noisy: bool) -> tuple[bool, float | None, bool]:
+    """(label written, severity, flipped) of one classification phantom, from its label stream: a
+    pneumonia's severity, and on training images the label noise of the disease level — a
+    pneumonia is labelled normal with probability flip_subtle (1 - severity)^2 (subtle cases are
+    missed), a normal labelled pneumonia with probability flip_normal."""
+    disease = level.disease
+    rng = _rng(seed, dataset, index, LABEL)
+    severity = phantom.draw_severity(rng, disease) if abnormal else None
+    p = disease.flip_subtle * (1.0 - severity) ** 2 if abnormal else disease.flip_normal
+    flipped = bool(rng.random() < p) and noisy
+    return abnormal != flipped, severity, flipped
+
+
+def _plan_chex(root: Path, counts: dict, seed: int, chex_layout: str = "mendeley", level: Level = EASY, **_):
     """Kermany's folders: `mendeley` (the archive as published: the validation
     images sit in train/, and when there are exactly Table 1's 8 + 8 they carry
-    the file names the redistributed copy moved to val/) or `with_val`."""
+    the file names the redistributed copy moved to val/) or `with_val`. A training image whose
+    label was flipped (`training_label`) sits in the other class's folder, named as its files are."""
     jobs, index, person = [], 0, 1
     for split in layout.CHEX_SPLITS:
         for cls, abnormal in (("NORMAL", False), ("PNEUMONIA", True)):
             count = counts[f"{split}_{cls.lower()}"]
-            folder = root / layout.CHEX_ROOT / ("train" if split == "val" and chex_layout == "mendeley" else split) / cls
-            folder.mkdir(parents=True, exist_ok=True)
             known = split == "val" and chex_layout == "mendeley" and count == len(layout.KERMANY_VAL[cls])
             for k in range(count):
+                label, severity, _ = training_label(seed, "chex", index, abnormal, level, noisy=split == "train")
+                cause = "bacteria" if k % 3 else "virus"  # Kermany: about 2/3 bacterial
+                folder_split = "train" if split == "val" and chex_layout == "mendeley" else split
+                folder = root / layout.CHEX_ROOT / folder_split / ("PNEUMONIA" if label else "NORMAL")
+                folder.mkdir(parents=True, exist_ok=True)
                 if known:
                     name = f"{layout.KERMANY_VAL[cls][k]}.jpeg"
-                elif abnormal:
-                    kind = "bacteria" if k % 3 else "virus"  # Kermany: about 2/3 bacterial
-                    name = f"person{person}_{kind}_{index}.jpeg"
+                elif label:
+                    name = f"person{person}_{cause}_{index}.jpeg"
                     person += 1
                 else:
                     name = f"{'NORMAL2-' if k % 2 else ''}IM-{index:04d}-0001.jpeg"
-                jobs.append((folder / name, seed, index, abnormal, opacity_scale, root))
+                jobs.append((folder / name, seed, index, abnormal, severity, cause if abnormal else None, label,
+                             level, root))
                 index += 1
     return _write_chex, jobs
 
 
-def _plan_mcu(root: Path, counts: dict, seed: int, findings: bool = True, **_):
+def _plan_mcu(root: Path, counts: dict, seed: int, findings: bool = True, level: Level = EASY, **_):
     for sub in (layout.MCU_IMAGES, layout.MCU_LEFT, layout.MCU_RIGHT, layout.MCU_READINGS):
         (root / sub).mkdir(parents=True)
     labels = [0] * counts["normal"] + [1] * counts["tb"]
     order = _rng(seed, "mcu", 0).permutation(len(labels))
     names = [f"MCUCXR_{i + 1:04d}_{labels[j]}" for i, j in enumerate(order)]
-    return _write_mcu, [(root, seed, i + 1, n, findings) for i, n in enumerate(names)]
+    return _write_mcu, [(root, seed, i + 1, n, findings, level) for i, n in enumerate(names)]
 
 
-def _plan_shenzhen(root: Path, counts: dict, seed: int, findings: bool = True, **_):
+def _plan_shenzhen(root: Path, counts: dict, seed: int, findings: bool = True, level: Level = EASY, **_):
     for sub in (layout.SHENZHEN_IMAGES, layout.SHENZHEN_READINGS, layout.SHENZHEN_MASKS):
         (root / sub).mkdir(parents=True)
     rng = _rng(seed, "shenzhen", 0)
@@ -326,10 +420,11 @@ def _plan_shenzhen(root: Path, counts: dict, seed: int, findings: bool = True, *
     order = rng.permutation(len(labels))
     names = [f"CHNCXR_{i + 1:04d}_{labels[j]}" for i, j in enumerate(order)]
     unmasked = set(rng.choice(len(names), size=counts["unmasked"], replace=False).tolist())
-    return _write_shenzhen, [(root, seed, i + 1, n, i not in unmasked, findings) for i, n in enumerate(names)]
+    return _write_shenzhen, [(root, seed, i + 1, n, i not in unmasked, findings, level) for i, n in enumerate(names)]
 
 
-def _plan_nih(root: Path, counts: dict, seed: int, opacity_scale: float = 1.0, **_):
+def _plan_nih(root: Path, counts: dict, seed: int, level: Level = EASY, **_):
+    """NIH's PNGs and label file. NIHX is a test set only: its labels are the clean truth."""
     images = root / layout.NIH_IMAGE_DIR
     images.mkdir(parents=True)
     rng = _rng(seed, "nihx", 0)
@@ -354,7 +449,9 @@ def _plan_nih(root: Path, counts: dict, seed: int, opacity_scale: float = 1.0, *
         spacing = rng.choice(["0.143", "0.139", "0.168"])
         rows.append([name, findings, follow_up, patient, int(rng.integers(10, 90)), rng.choice(["M", "F"]),
                      rng.choice(["PA", "AP"]), width, height, spacing, spacing])
-        jobs.append((images / name, seed, index, kind == "pneumonia", opacity_scale, root))
+        abnormal = kind == "pneumonia"
+        _, severity, _ = training_label(seed, "nihx", index, abnormal, level, noisy=False)
+        jobs.append((images / name, seed, index, abnormal, severity, level, root))
     rows.sort(key=lambda r: r[0])
     with open(root / layout.NIH_LABEL_FILES[0], "w", newline="") as fh:
         fh.write(NIH_HEADER + "\n")
@@ -363,7 +460,8 @@ def _plan_nih(root: Path, counts: dict, seed: int, opacity_scale: float = 1.0, *
 
 
 PLANS = {"jsrt": _plan_jsrt, "chex": _plan_chex, "mcu": _plan_mcu, "nihx": _plan_nih, "shenzhen": _plan_shenzhen}
-FINISH = {"jsrt": _finish_jsrt}  # files written from all images' results (in image order)
+# files written from all images' results (in image order)
+FINISH = {"jsrt": _finish_jsrt, "chex": _finish_truth, "nihx": _finish_truth}
 
 
 def _run(fn_and_job):
@@ -372,13 +470,13 @@ def _run(fn_and_job):
 
 
 def write_dataset(dataset: str, root: Path, counts: dict, seed: int, workers: int = 1, progress=None,
-                  chex_layout: str = "mendeley", opacity_scale: float = 1.0, findings: bool = True) -> int:
-    """Write one synthetic source into an empty directory `root`; returns the image count."""
+                  chex_layout: str = "mendeley", level: Level = EASY, findings: bool = True) -> int:
+    """Write one synthetic source into an empty directory `root` at a difficulty `level`;
+    returns the image count."""
     root.mkdir(parents=True, exist_ok=True)
     if dataset in synth_chexseg.WRITERS:
-        return synth_chexseg.WRITERS[dataset](root, counts, seed, workers=workers, progress=progress)
-    fn, jobs = PLANS[dataset](root, counts[dataset], seed, chex_layout=chex_layout, opacity_scale=opacity_scale,
-                              findings=findings)
+        return synth_chexseg.WRITERS[dataset](root, counts, seed, workers=workers, progress=progress, level=level)
+    fn, jobs = PLANS[dataset](root, counts[dataset], seed, chex_layout=chex_layout, level=level, findings=findings)
     tasks = [(fn, job) for job in jobs]
     results = []
     if workers > 1 and len(tasks) > 1:
@@ -390,6 +488,6 @@ def write_dataset(dataset: str, root: Path, counts: dict, seed: int, workers: in
         for task in tasks:
             results.append(_run(task))
             progress and progress()
-    if dataset in FINISH:
+    if dataset in FINISH and results:
         FINISH[dataset](root, results)
     return len(tasks)

@@ -39,6 +39,7 @@ import numpy as np
 from skimage import measure
 
 from multimix.data import chexpert, formats, layout, pathology
+from multimix.data.acquisition import EASY, Level, radiograph
 
 PRESETS = {
     "small": {"chexpert": {"train": 160, "valid": 24}, "chexlocalize": {"val": 24, "test": 40}},
@@ -46,10 +47,9 @@ PRESETS = {
     # patients (668 images); CheXpert train is capped at the 20,000 of its largest weak set.
     "paper": {"chexpert": {"train": 20000, "valid": 234}, "chexlocalize": {"val": 234, "test": 668}},
 }
-VERSION = 1  # of these phantoms and layouts
+VERSION = 2  # of these phantoms and layouts (2: the line-integral renderer and the difficulty levels)
 FIRST_PATIENT = {"train": 1, "val": 64541, "test": 64741}
 CODES = {"train": 6, "val": 7, "test": 8}
-GAIN, GAMMA, OFFSET, NOISE = 1.1, 1.05, 0.04, 0.015  # display of the Stanford phantoms
 HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *layout.CHEXPERT_OBSERVATIONS]
 SMALL_HEIGHT = 320
 TRACE_SCALE = 4  # polygons traced on a grid 1/4 of the native size
@@ -59,9 +59,9 @@ def _rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Genera
     return np.random.default_rng(np.random.SeedSequence([seed, CODES[split], index, stream]))
 
 
-def patient(seed: int, split: str, index: int, aspect: float):
+def patient(seed: int, split: str, index: int, aspect: float, level: Level = EASY):
     """The same patient (anatomy and findings) whatever size it is drawn at."""
-    return pathology.sample_patient(_rng(seed, split, index), aspect=aspect)
+    return pathology.sample_patient(_rng(seed, split, index), aspect=aspect, realism=level.image)
 
 
 def _write(path: Path, pixels: np.ndarray, quality: int) -> None:
@@ -69,22 +69,20 @@ def _write(path: Path, pixels: np.ndarray, quality: int) -> None:
     formats.write_jpeg(path, pixels, quality=quality)
 
 
-def _display(att: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    img = OFFSET + GAIN * rng.uniform(0.9, 1.1) * np.power(att, GAMMA * rng.uniform(0.9, 1.1))
-    img = img + rng.standard_normal(att.shape, dtype=np.float32) * np.float32(NOISE)
-    return np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)
-
-
 def _native_size(seed: int, split: str, index: int) -> tuple[int, int]:
     rng = _rng(seed, split, index, stream=1)
     return int(rng.integers(2000, 2600)), int(rng.integers(2300, 3000))
 
 
-def _draw(seed: int, split: str, index: int, height: int, width: int, native: tuple[int, int]):
-    """Pixels at (height, width) of a patient whose native image is `native` (h, w)."""
-    anat, found = patient(seed, split, index, aspect=native[1] / native[0])
+def _draw(seed: int, split: str, index: int, height: int, width: int, native: tuple[int, int], level: Level):
+    """Pixels at (height, width) of a patient whose native image is `native` (h, w): the same
+    patient and acquisition at every size, the noise of each size its own."""
+    anat, found = patient(seed, split, index, native[1] / native[0], level)
     noise = _rng(seed, split, index, stream=2 if (height, width) == native else 3)
-    return anat, found, _display(pathology.render(anat, found, height, width), noise)
+    image, drawn, _ = radiograph("chexpert", anat, height, width, level, _rng(seed, split, index, stream=5), noise,
+                                 finish=lambda chest: pathology.add_findings(chest, chest.frame.a, found),
+                                 devices=pathology.devices(found))
+    return drawn, found, np.round(image * 255).astype(np.uint8)  # the anatomy as placed in the field
 
 
 def polygons(mask: np.ndarray, size: tuple[int, int]) -> list[list[list[float]]]:
@@ -121,19 +119,19 @@ def _label_row(path: str, present: set[str], rng: np.random.Generator, noisy: bo
 
 
 # ------------------------------------------------------------------ jobs
-def _small_image(root: Path, seed: int, split: str, folder: str, index: int):
+def _small_image(root: Path, seed: int, split: str, folder: str, index: int, level: Level):
     """Draw one patient at CheXpert-small's size (320 px high) and write its JPEG under `folder`."""
     native = _native_size(seed, split, index)
     height, width = SMALL_HEIGHT, round(SMALL_HEIGHT * native[1] / native[0])
-    anat, found, pixels = _draw(seed, split, index, height, width, native)
+    anat, found, pixels = _draw(seed, split, index, height, width, native, level)
     rel = f"{layout.CHEXPERT_ROOTS[0]}/{folder}/patient{FIRST_PATIENT[split] + index:05d}/study1/view1_frontal.jpg"
     _write(root / rel, pixels, 90)
     return rel, anat, found, (height, width)
 
 
 def _train_job(job):
-    root, seed, index = job
-    rel, anat, found, size = _small_image(root, seed, "train", "train", index)
+    root, seed, index, level = job
+    rel, anat, found, size = _small_image(root, seed, "train", "train", index, level)
     masks = pathology.masks(anat, found, *size)
     row = _label_row(rel, set(found.present), _rng(seed, "train", index, stream=4), noisy=True)
     return chexpert.cxr_id(rel), row, {p: chexpert.encode(m) for p, m in masks.items()}
@@ -141,15 +139,15 @@ def _train_job(job):
 
 def _valid_small_job(job):
     """CheXpert's valid/ (small): the CheXlocalize val patients at 320 px."""
-    root, seed, index = job
-    rel, _, found, _ = _small_image(root, seed, "val", "valid", index)
+    root, seed, index, level = job
+    rel, _, found, _ = _small_image(root, seed, "val", "valid", index, level)
     return _label_row(rel, set(found.present), _rng(seed, "val", index, stream=4), noisy=False)
 
 
 def _localize_job(job):
-    root, seed, split, index = job
+    root, seed, split, index, level = job
     native = _native_size(seed, split, index)
-    anat, found, pixels = _draw(seed, split, index, *native, native)
+    anat, found, pixels = _draw(seed, split, index, *native, native, level)
     folder = "valid" if split == "val" else "test"
     name = f"patient{FIRST_PATIENT[split] + index:05d}/study1/view1_frontal.jpg"
     _write(root / layout.CHEXLOCALIZE_IMAGES / split / name, pixels, 92)
@@ -193,29 +191,30 @@ def _write_json(path: Path, data: dict) -> None:
         json.dump(data, fh)
 
 
-def write_chexpert(root: Path, counts: dict, seed: int, workers: int = 1, progress=None) -> int:
+def write_chexpert(root: Path, counts: dict, seed: int, workers: int = 1, progress=None, level: Level = EASY) -> int:
     """CheXpert-v1.0-small (train + valid) under `root`; returns the image count. `counts`:
     all sources' counts (the synth preset's) or this source's alone."""
     counts = counts.get("chexpert", counts)
     rows, masks = [], {}
-    for image_id, row, encoded in _map(_train_job, [(root, seed, i) for i in range(counts["train"])], workers,
+    for image_id, row, encoded in _map(_train_job, [(root, seed, i, level) for i in range(counts["train"])], workers,
                                        progress):
         rows.append(row)
         masks[image_id] = encoded
     _write_csv(root / layout.CHEXPERT_ROOTS[0] / "train.csv", rows)
     _write_json(root / layout.PHANTOM_TRAIN_MASKS, masks)
-    valid = list(_map(_valid_small_job, [(root, seed, i) for i in range(counts["valid"])], workers, progress))
+    valid = list(_map(_valid_small_job, [(root, seed, i, level) for i in range(counts["valid"])], workers, progress))
     _write_csv(root / layout.CHEXPERT_ROOTS[0] / "valid.csv", valid)
     return counts["train"] + counts["valid"]
 
 
-def write_chexlocalize(root: Path, counts: dict, seed: int, workers: int = 1, progress=None) -> int:
+def write_chexlocalize(root: Path, counts: dict, seed: int, workers: int = 1, progress=None,
+                       level: Level = EASY) -> int:
     """The CheXlocalize release (val + test images, labels, polygons, RLE) under `root`."""
     counts = counts.get("chexlocalize", counts)
     total = 0
     for split in layout.CHEXLOCALIZE_SPLITS:
         rows, annotations, segmentations = [], {}, {}
-        jobs = [(root, seed, split, i) for i in range(counts[split])]
+        jobs = [(root, seed, split, i, level) for i in range(counts[split])]
         for image_id, row, annotation, segmentation in _map(_localize_job, jobs, workers, progress):
             rows.append(row)
             if annotation is not None:
