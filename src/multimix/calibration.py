@@ -53,7 +53,7 @@ AUC_MIN = 0.75
 HEADROOM = {"segmentation": 0.88, "classification": 0.85}
 PAPER = {"segmentation": 0.634, "classification": 0.732}  # Table 2: U-Net-10 Dice, Enc-100 accuracy
 CALIBRATION_SEED = 1000
-SWEEP = (0.25, 0.5, 0.75, 1.0, 1.25)
+SWEEP = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 REPEATS = (0, 1, 2)
 HEADROOM_BUDGET = 5
 # Calibration projects: the default's training images and more held-out ones (for a tight score).

@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(hours: sweeps, confirmation, headroom) -> data/phantom_calibration.json")
     p.add_argument("--work", default="data/calibration", help="folder of the calibration projects (resumable)")
     p.add_argument("--out", help="calibration file to write (default: the package's data/phantom_calibration.json)")
-    p.add_argument("--sweep", nargs="+", type=float, help="difficulty levels of both sweeps (default 0.25 … 1.25)")
+    p.add_argument("--sweep", nargs="+", type=float, help="difficulty levels of both sweeps (default 0.25 … 1.5)")
     p.add_argument("--repeats", nargs="+", type=int, help="repeat seeds per level (default 0 1 2)")
     p.add_argument("--no-headroom", action="store_true", help="skip the all-labels, 5x-budget headroom runs")
     p.set_defaults(func=cmd_calibrate)
