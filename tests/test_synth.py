@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from multimix.config import load_config
-from multimix.data import formats, phantom
+from multimix.data import formats
 from multimix.data.acquire import fingerprint, synthesise
 from multimix.errors import InputError
 

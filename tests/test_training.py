@@ -352,21 +352,25 @@ SALIENCY_STUDY = {"name": "tiny-saliency", "repeats": [0], "presets": {"multitas
 def test_opacity_masks_exist_for_exactly_the_pneumonia_phantoms_and_sit_on_their_opacities(project):
     """The pneumonia phantoms' opacity masks (evaluation only), on the processed grid."""
     cfg = load_config(tiny_params(project, study=SALIENCY_STUDY))
-    ids = json.loads((project / "splits" / "splits.json").read_text())["partitions"]["chex"]["test"]
+    partitions = json.loads((project / "splits" / "splits.json").read_text())["partitions"]["chex"]
+    ids = [image_id for part in partitions.values() for image_id in part]
     data = open_images(cfg.processed_dir, "chex", ids, masks=False)
     manifest = read_manifest(cfg.interim_dir / "manifest.csv").set_index("id")
     lesions = phantom_lesions(manifest, cfg.raw_dir / "chex", data.ids, cfg.preprocess.size, cfg.preprocess.aspect)
     pneumonia = {image_id for image_id, label in zip(data.ids, data.labels) if label == 1}
     assert pneumonia and set(lesions) == pneumonia
+    on, mirrored_on = [], []
     for index, image_id in enumerate(data.ids):
         if image_id not in lesions:
             continue
         lesion, image = lesions[image_id], data[index]["image"][0].numpy()
         assert lesion.shape == image.shape and 0 < lesion.mean() < 0.5
-        # the opacities are denser than the same place in the other lung (the mask mirrored left-right):
-        # the mask lies on them, not flipped or on another grid
-        mirrored = lesion[:, ::-1] & ~lesion
-        assert image[lesion].mean() > image[mirrored].mean() + 0.05
+        on.append(image[lesion].mean())
+        mirrored_on.append(image[lesion[:, ::-1] & ~lesion].mean())
+    # the opacities are denser than the same place in the other lung (the mask mirrored
+    # left-right), on average over the phantoms: the mask lies on them, not flipped or on another
+    # grid. One image alone can fail it, where the mirror lands on the denser heart border.
+    assert np.mean(on) > np.mean(mirrored_on) + 0.05
 
 
 def test_real_sources_have_no_masks_and_nothing_is_scored(project, tmp_path):

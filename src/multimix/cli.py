@@ -195,7 +195,9 @@ def cmd_calibrate(args, cfg: Config) -> None:
     from multimix.data import difficulty
 
     out = Path(args.out) if args.out else Path(difficulty.__file__).with_name(difficulty.CALIBRATION_FILE)
-    calibrate(Path(args.params), out, Path(args.work), sweep=tuple(args.sweep or SWEEP),
+    sweep = {task: tuple(levels) for task, levels in (("segmentation", args.seg_sweep),
+                                                       ("classification", args.cls_sweep)) if levels}
+    calibrate(Path(args.params), out, Path(args.work), sweep=dict(SWEEP, **sweep),
               repeats=tuple(args.repeats or REPEATS), headroom=not args.no_headroom)
 
 
@@ -283,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(hours: sweeps, confirmation, headroom) -> data/phantom_calibration.json")
     p.add_argument("--work", default="data/calibration", help="folder of the calibration projects (resumable)")
     p.add_argument("--out", help="calibration file to write (default: the package's data/phantom_calibration.json)")
-    p.add_argument("--sweep", nargs="+", type=float, help="difficulty levels of both sweeps (default 0.25 … 1.5)")
+    p.add_argument("--seg-sweep", nargs="+", type=float, help="segmentation levels (default 0.5 … 3.0)")
+    p.add_argument("--cls-sweep", nargs="+", type=float, help="classification levels (default 0.2 … 1.0)")
     p.add_argument("--repeats", nargs="+", type=int, help="repeat seeds per level (default 0 1 2)")
     p.add_argument("--no-headroom", action="store_true", help="skip the all-labels, 5x-budget headroom runs")
     p.set_defaults(func=cmd_calibrate)

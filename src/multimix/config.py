@@ -54,7 +54,7 @@ class DataConfig:
 class DifficultyConfig:
     """How hard the phantoms are, per task (data/difficulty.py): easy (the old look, for fast
     tests), paper (calibrated on the paper's baselines: data/phantom_calibration.json) or a number
-    in [0, 1.5]."""
+    in [0, 3]."""
 
     segmentation: float | Literal["easy", "paper"] = "paper"
     classification: float | Literal["easy", "paper"] = "paper"

@@ -72,8 +72,8 @@ def _inside_points(a: phantom.Anatomy, rng: np.random.Generator, side: int | Non
     n = 96
     x, y = phantom._grid(replace(a, tilt=0.0), n, n)
     x, y = np.broadcast_arrays(x, y)
-    lungs = phantom._lung_side(a, 0, x, y) | phantom._lung_side(a, 1, x, y) if side is None \
-        else phantom._lung_side(a, side, x, y)
+    lungs = phantom._lung_field(a, 0, x, y) | phantom._lung_field(a, 1, x, y) if side is None \
+        else phantom._lung_field(a, side, x, y)
     if erode:
         lungs = ndimage.binary_erosion(lungs, iterations=erode)
     band = lungs & (y >= y_range[0]) & (y <= y_range[1])
@@ -131,7 +131,7 @@ def sample_patient(rng: np.random.Generator, aspect: float = 1.0, present: tuple
 
 # ------------------------------------------------------------------ shapes (thorax frame)
 def _lungs(a, x, y):
-    return phantom._lung_side(a, 0, x, y), phantom._lung_side(a, 1, x, y)
+    return phantom._lung_field(a, 0, x, y), phantom._lung_field(a, 1, x, y)
 
 
 def _collapsed(a: phantom.Anatomy, side: int, depth: float) -> phantom.Anatomy:
@@ -185,7 +185,7 @@ def _shapes(a: phantom.Anatomy, f: Findings, frame: phantom.Frame) -> dict[str, 
             region = (np.abs(y - (y0 + slope * (sx - sx0))) <= half) & (np.abs(sx - sx0) <= 0.22) & side_lung[side]
         elif name == "Pneumothorax":
             side, depth = f.pneumothorax
-            region = side_lung[side] & ~phantom._lung_side(_collapsed(a, side, depth), side, x, y)
+            region = side_lung[side] & ~phantom._lung_field(_collapsed(a, side, depth), side, x, y)
         elif name == "Pleural Effusion":
             side, level = f.effusion
             sx = _mirror(side) * x
@@ -243,7 +243,7 @@ def add_findings(chest: xray.Chest, a: phantom.Anatomy, f: Findings) -> None:
         side, depth = f.pneumothorax
         gap = shapes["Pneumothorax"]
         chest.L -= soft(gap, 0.003) * (0.25 + chest.extras.get("vessels", 0.0))  # no lung, no vessels
-        edge = ndimage.binary_dilation(gap) & phantom._lung_side(_collapsed(a, side, depth), side, x, y)
+        edge = ndimage.binary_dilation(gap) & phantom._lung_field(_collapsed(a, side, depth), side, x, y)
         chest.L += 0.25 * soft(edge, 0.002)
     np.maximum(chest.L, 0.0, out=chest.L)
 

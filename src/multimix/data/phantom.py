@@ -131,30 +131,22 @@ class Frame:
             y = ((-sin * uu + cos * vv) + 0.5 * a.height) / a.height
         return x.astype(np.float32), y.astype(np.float32)
 
-    def box(self, x0: float, x1: float, y0: float, y1: float, margin: int = 2) -> tuple[slice, slice]:
-        """Pixel rows and columns covering the thorax-frame rectangle [x0, x1] x [y0, y1]."""
+    def to_pixels(self, x: float, y: float) -> tuple[float, float]:
+        """(row, column) of a thorax-frame point (pixel-centre convention); arrays work too."""
         a = self.a
-        hw = a.half_width * self.aspect
-        xs, ys = np.array([x0, x1, x0, x1]), np.array([y0, y0, y1, y1])
-        up, vp = xs * hw, ys * a.height - 0.5 * a.height
+        up, vp = np.asarray(x) * a.half_width * self.aspect, np.asarray(y) * a.height - 0.5 * a.height
         cos, sin = np.cos(a.tilt), np.sin(a.tilt)
         u, v = cos * up - sin * vp, sin * up + cos * vp
-        cols = (a.cx + u / self.aspect) * self.width - 0.5
-        rows = (a.top + 0.5 * a.height + v) * self.height - 0.5
+        return (a.top + 0.5 * a.height + v) * self.height - 0.5, (a.cx + u / self.aspect) * self.width - 0.5
+
+    def box(self, x0: float, x1: float, y0: float, y1: float, margin: int = 2) -> tuple[slice, slice]:
+        """Pixel rows and columns covering the thorax-frame rectangle [x0, x1] x [y0, y1]."""
+        rows, cols = self.to_pixels(np.array([x0, x1, x0, x1]), np.array([y0, y0, y1, y1]))
         r0 = max(0, int(np.floor(rows.min())) - margin)
         r1 = min(self.height, int(np.ceil(rows.max())) + margin + 1)
         c0 = max(0, int(np.floor(cols.min())) - margin)
         c1 = min(self.width, int(np.ceil(cols.max())) + margin + 1)
         return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
-
-    def to_pixels(self, x: float, y: float) -> tuple[float, float]:
-        """(row, column) of a thorax-frame point (pixel-centre convention)."""
-        a = self.a
-        hw = a.half_width * self.aspect
-        up, vp = x * hw, y * a.height - 0.5 * a.height
-        cos, sin = np.cos(a.tilt), np.sin(a.tilt)
-        u, v = cos * up - sin * vp, sin * up + cos * vp
-        return (a.top + 0.5 * a.height + v) * self.height - 0.5, (a.cx + u / self.aspect) * self.width - 0.5
 
 
 def _grid(a: Anatomy, height: int, width: int):
@@ -179,18 +171,26 @@ def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool 
     r = realism or image_realism(0.0)
     u = rng.uniform
     spread = 1.0 + 1.5 * r.pose  # placement varies more at higher levels
+    widen = 1.0 + 2.0 * r.shape  # beyond level 1: shapes vary past the normal range
+
+    def v(lo: float, hi: float) -> float:
+        """A shape parameter: uniform on [lo, hi], its deviation from the middle widened (one
+        draw whatever the level, so the stream stays aligned)."""
+        x, mid = u(lo, hi), 0.5 * (lo + hi)
+        return x if widen == 1.0 else mid + (x - mid) * widen  # exact up to level 1
+
     if pediatric:
         height, half_width, top = u(0.48, 0.6), u(0.3, 0.38), u(0.16, 0.26)
-        rx, ry, power = u(0.34, 0.4), u(0.52, 0.6), u(1.9, 2.3)
-        heart = (u(0.06, 0.14), u(0.66, 0.74), u(0.36, 0.46), u(0.22, 0.28))
+        rx, ry, power = v(0.34, 0.4), v(0.52, 0.6), u(1.9, 2.3)
+        heart = (u(0.06, 0.14), u(0.66, 0.74), v(0.36, 0.46), v(0.22, 0.28))
         rib_slope = u(0.1, 0.25)
     else:
         height, half_width, top = u(0.52, 0.66), u(0.33, 0.42), u(0.08, 0.18)
-        rx, ry, power = u(0.3, 0.37), u(0.56, 0.64), u(2.2, 3.0)
-        heart = (u(0.1, 0.18), u(0.7, 0.8), u(0.32, 0.42), u(0.2, 0.26))
+        rx, ry, power = v(0.3, 0.37), v(0.56, 0.64), u(2.2, 3.0)
+        heart = (u(0.1, 0.18), u(0.7, 0.8), v(0.32, 0.42), v(0.2, 0.26))
         rib_slope = u(0.25, 0.45)
     half_width = half_width / max(aspect, 0.5) ** 0.5
-    asym = u(-0.03, 0.03)
+    asym = v(-0.03, 0.03)
     habitus = float(np.exp(rng.normal(0.0, 0.07)))  # drawn at every level, used as the realism says
     scale = habitus ** r.pose
     anat = dict(
@@ -201,12 +201,12 @@ def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool 
         lung_cx=(0.5 + asym, 0.52 - asym),
         lung_rx=(rx * u(0.95, 1.05), rx * u(0.88, 0.98)),
         lung_ry=(ry * u(0.95, 1.05), ry * u(0.97, 1.07)),
-        lung_cy=(u(0.48, 0.54), u(0.5, 0.56)),
+        lung_cy=(v(0.48, 0.54), v(0.5, 0.56)),
         lung_power=power,
-        wobble=(u(0.0, 0.05), float(rng.integers(2, 5)), u(0, 2 * np.pi)),
+        wobble=(max(v(0.0, 0.05), 0.0), float(rng.integers(2, 5)), u(0, 2 * np.pi)),
         dome=(u(0.9, 0.97), u(0.95, 1.02)),  # the right hemidiaphragm sits higher
-        dome_height=u(0.06, 0.14),
-        mediastinum=(u(0.08, 0.12), u(0.14, 0.2)),
+        dome_height=max(v(0.06, 0.14), 0.02),
+        mediastinum=(v(0.08, 0.12), v(0.14, 0.2)),
         heart=heart,
         rib_spacing=u(0.085, 0.11),
         rib_slope=rib_slope,
@@ -416,11 +416,6 @@ def _lung_reach(a: Anatomy, side: int) -> tuple[float, float, float, float]:
     s = -1.0 if side == 0 else 1.0
     xs = sorted([s * (a.lung_cx[side] - reach * a.lung_rx[side]), s * (a.lung_cx[side] + reach * a.lung_rx[side])])
     return xs[0], xs[1], a.lung_cy[side] - reach * a.lung_ry[side], a.lung_cy[side] + reach * a.lung_ry[side]
-
-
-def _lung_side(a: Anatomy, side: int, x, y) -> np.ndarray:
-    """Boolean field of one lung on broadcastable x, y (kept for callers holding a grid)."""
-    return _lung_field(a, side, x, y)
 
 
 def lung_masks(a: Anatomy, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,8 @@ Rendering happens in the line-integral domain, as an X-ray does (`shared/notes/p
   scatter-to-primary ratio); Poisson quanta (Gaussian approximation) at a rate chosen so that
   the noise survives the area downsampling to the training size; detector blur, which
   correlates it. The result is the log signal v = -ln(detected) ("density": high = dense),
-  which each source's transfer (`synth.py`: film curve, unsharp masking, windowing) turns into
-  stored pixels.
+  which each source's transfer (`acquisition.py`: windowing, processing, a display or film
+  curve) turns into stored pixels.
 
 Everything is drawn at a working size (at most 512 pixels on the long side: finer detail at 4k
 pixels adds nothing the training size keeps, and costs time); the image is upsampled after.
@@ -139,7 +139,7 @@ def polyline(points) -> list:
 
 
 # ------------------------------------------------------------------ anatomy layers
-def _body(a: Anatomy, x, y, realism: ImageRealism, rng) -> np.ndarray:
+def _body(a: Anatomy, x, y) -> np.ndarray:
     """Soft-tissue thickness share (0..1): an elliptic body, narrowing to the neck above the
     shoulders; arms beside the body or raised (wide paediatric fields)."""
     shoulder = np.clip((y + 0.45) / 0.3, 0.0, 1.0)
@@ -161,7 +161,7 @@ def _body(a: Anatomy, x, y, realism: ImageRealism, rng) -> np.ndarray:
     return body
 
 
-def _lung_air(a: Anatomy, frame: Frame, x, y, realism: ImageRealism, rng) -> np.ndarray:
+def _lung_air(a: Anatomy, frame: Frame, x, y, realism: ImageRealism) -> np.ndarray:
     """Air thickness share (0..1) of both lungs: a profile (1 - q^2)^edge_power that reaches zero
     at the outline; inside the SCR mask it is full, behind the heart, the mediastinum and below
     the dome it keeps the realism's shares."""
@@ -271,7 +271,7 @@ def _clavicles(a: Anatomy, frame: Frame, realism: ImageRealism, rng) -> np.ndarr
     return _tubes_from_frame(frame, lines, hollow=0.45 * realism.rib_cortex) / 0.05
 
 
-def _scapulae(a: Anatomy, x, y, rng) -> np.ndarray:
+def _scapulae(x, y, rng) -> np.ndarray:
     """Thin triangular plates over the lateral upper lungs, with a thicker lateral border."""
     out = np.zeros(np.broadcast_shapes(x.shape, y.shape), dtype=np.float32)
     for side in (0, 1):
@@ -387,7 +387,7 @@ def _bronchogram(rng, a: Anatomy, side: int, sx0, y0, rx, ry):
     return [lines]
 
 
-def _confounder_density(a: Anatomy, x, y, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+def _confounder_density(a: Anatomy, x, y) -> tuple[np.ndarray, np.ndarray]:
     """(added line integral, air share taken) of the confounders that are not air fills."""
     add = np.zeros(np.broadcast_shapes(x.shape, y.shape), dtype=np.float32)
     take = np.zeros_like(add)
@@ -434,14 +434,14 @@ def chest(a: Anatomy, height: int, width: int, realism: ImageRealism | None = No
     x, y = frame.coords()
     shape = (height, width)
     soft = (SOFT_CHILD if a.pediatric else SOFT_ADULT) * a.body_density
-    body = _body(a, x, y, r, rng)
+    body = _body(a, x, y)
     background = power_law(rng, shape, 3.0)
     L = soft * body * (1.0 + r.background * background)
     L = L + soft * 0.25 * _ramp(y - np.maximum(phantom.dome_line(a, 0, np.abs(x)), 0.0), 0.05) * body  # abdomen
     L = L + a.fat * np.sqrt(np.clip(body, 0.0, 1.0))  # subcutaneous fat: over everything, no air to offset it
     L = L + a.shoulders * np.exp(-((y + 0.06) / 0.12) ** 2) * np.clip((np.abs(x) - 0.15) / 0.4, 0.0, 1.0) * body
-    air = _lung_air(a, frame, x, y, r, rng)
-    add, take = _confounder_density(a, x, y, frame)
+    air = _lung_air(a, frame, x, y, r)
+    add, take = _confounder_density(a, x, y)
     air = air * (1.0 - take)
     texture = power_law(rng, shape, 2.6)
     air_depth = soft * AIR_SHARE * air * np.clip(1.0 + r.lung_texture * texture, 0.5, 1.5)
@@ -457,7 +457,7 @@ def chest(a: Anatomy, height: int, width: int, realism: ImageRealism | None = No
     post, ant = _ribs(a, frame, r, rng)
     bone = r.posterior_ribs * post + r.anterior_ribs * ant
     bone += r.clavicles * _clavicles(a, frame, r, rng)
-    bone += r.scapulae * _scapulae(a, x, y, rng)
+    bone += r.scapulae * _scapulae(x, y, rng)
     bone += r.spine * _spine(a, x, y)
     out.L += bone * (soft / SOFT_ADULT)
     out.L += r.mediastinal_detail * _mediastinal_detail(a, frame, x, y, rng)
