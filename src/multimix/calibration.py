@@ -288,6 +288,8 @@ def calibrate(params_path: Path, out: Path, work: Path, sweep: dict | None = Non
                        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
                        "seconds": round(time.time() - started)},
     }
+    if out.is_file():  # earlier calibrations (superseded families) stay on record
+        record["superseded"] = json.loads(out.read_text()).get("superseded", [])
     out.write_text(json.dumps(record, indent=1) + "\n")
     log(f"calibration written to {out}: paper = {chosen}; confirmation "
         + ", ".join(f"{t} {'in range' if c['in_range'] else 'OUT OF RANGE'}" for t, c in confirmation.items())
