@@ -191,13 +191,13 @@ def cmd_report(args, cfg: Config) -> None:
 
 
 def cmd_calibrate(args, cfg: Config) -> None:
-    from multimix.calibration import REPEATS, SWEEP, calibrate
+    from multimix.calibration import REPEATS, calibrate
     from multimix.data import difficulty
 
     out = Path(args.out) if args.out else Path(difficulty.__file__).with_name(difficulty.CALIBRATION_FILE)
     sweep = {task: tuple(levels) for task, levels in (("segmentation", args.seg_sweep),
                                                        ("classification", args.cls_sweep)) if levels}
-    calibrate(Path(args.params), out, Path(args.work), sweep=dict(SWEEP, **sweep),
+    calibrate(Path(args.params), out, Path(args.work), sweep=sweep,  # the defaults fill in the rest
               repeats=tuple(args.repeats or REPEATS), headroom=not args.no_headroom)
 
 

@@ -21,10 +21,11 @@ Beyond 1 (up to MAX_LEVEL) the image's physics stays at the literature's values 
 scatter, dose and blur would otherwise destroy information no labels could recover - and only
 what varies from patient to patient and from acquisition to acquisition keeps widening: the
 shape of lungs, heart and domes, pose and habitus, and how much lucency lies outside the mask
-(the transfer nuisances stay too: past 1 they turn the images black or white). That is the difficulty a few labels cannot cover and many can (the
-calibration's headroom check measures it). The first calibration sweep, with every component
-extrapolated past 1, measured U-Net-10 at mean Dice 0.955, 0.948, 0.929 and 0.883 at 0.25, 0.5,
-0.75 and 1 (3 repeats), and a one-repeat probe 0.78 at 1.5: too slow a fall to reach the paper's
+(the transfer nuisances stay too: past 1 they turn the images black or white). That is the
+difficulty a few labels cannot cover and many can (the calibration's headroom check measures
+it). The first calibration sweep, with every component extrapolated past 1, measured U-Net-10 at
+mean Dice 0.955, 0.948, 0.929 and 0.883 at 0.25, 0.5, 0.75 and 1 (3 repeats), and a one-repeat
+probe of an earlier version 0.78 at 1.5: too slow a fall to reach the paper's
 range before the images stop looking like radiographs. That was the reason for this split
 (up to 1 the phantoms are unchanged by it, pixel for pixel; README "Phantoms").
 `paper` is read from `phantom_calibration.json`, written by `multimix calibrate`: the levels at
