@@ -308,6 +308,14 @@ def test_beyond_level_1_only_the_variability_widens():
     assert np.std(lungs(3.0)) > 3 * np.std(lungs(1.0))
     assert lungs(0.0) == lungs(0.5) == lungs(1.0)  # the same patient's lungs at every level up to 1
 
+    def profiles(level):
+        rng = np.random.default_rng(4)
+        return [phantom.sample_anatomy(rng, pediatric=False, realism=difficulty.image_realism(level)).lung_profile
+                for _ in range(200)]
+
+    assert set(profiles(1.0)) == {1.0}
+    assert 0.35 < np.std(np.log(profiles(2.0))) < 0.65 and 0.8 < np.std(np.log(profiles(3.0))) < 1.2
+
 
 def test_calibration_fit_and_choice():
     from multimix import calibration
@@ -340,3 +348,32 @@ def test_calibration_projects_use_the_calibration_seed_and_one_baseline(tmp_path
         head = calibration.project_params(base, task, {"segmentation": 0.5, "classification": 0.25},
                                           tmp_path / task, (0,), headroom=True)
         assert head["train"]["epochs"] == base["train"]["epochs"] * calibration.HEADROOM_BUDGET
+
+
+def test_calibration_reuses_a_project_only_while_its_phantoms_are_the_same_bytes(tmp_path, monkeypatch):
+    """A killed calibration resumes from its finished projects, but a change of the phantom code
+    that moves pixels must not reuse results measured on the old phantoms."""
+    from multimix import calibration
+    from multimix.training import loop
+
+    from projects import tiny_params
+
+    monkeypatch.setitem(calibration.COUNTS, "segmentation", {"jsrt": {"nodule": 12, "non_nodule": 12}})
+    base = tiny_params()
+    folder = tmp_path / "point"
+    params = calibration.project_params(base, "segmentation", {"segmentation": 0.0, "classification": 0.0},
+                                        folder, (0,))
+    trained = []
+    real_train = loop.train
+    monkeypatch.setattr(loop, "train", lambda *a, **k: trained.append(a[1]) or real_train(*a, **k))
+    first = calibration.run_project(params, folder, log=lambda m: None)
+    assert trained == ["unet-s10-r0"] and set(first[0]) >= {"dice", "best_epoch", "steps"}
+
+    monkeypatch.setattr(synth, "VERSION", synth.VERSION + 1)  # the phantoms are written again: same bytes
+    assert calibration.run_project(params, folder, log=lambda m: None) == first and len(trained) == 1
+
+    real_expose = xray.expose
+    monkeypatch.setattr(synth, "VERSION", synth.VERSION + 2)
+    monkeypatch.setattr(xray, "expose", lambda *a, **k: real_expose(*a, **k) + np.float32(0.05))  # pixels move
+    calibration.run_project(params, folder, log=lambda m: None)
+    assert len(trained) == 2

@@ -20,8 +20,10 @@ the weights below were fixed before any calibration).
 Beyond 1 (up to MAX_LEVEL) the image's physics stays at the literature's values - bone, vessels,
 scatter, dose and blur would otherwise destroy information no labels could recover - and only
 what varies from patient to patient and from acquisition to acquisition keeps widening: the
-shape of lungs, heart and domes, pose and habitus, and how much lucency lies outside the mask
-(the transfer nuisances stay too: past 1 they turn the images black or white). That is the
+shape of lungs, heart and domes, the chest's depth profile (how fast the air thins towards the
+outline), pose and habitus (the tail of subcutaneous fat), and how much lucency lies outside the
+mask, and how far below the dome (the transfer nuisances stay too: past 1 they turn the images
+black or white). That is the
 difficulty a few labels cannot cover and many can (the calibration's headroom check measures
 it). The first calibration sweep, with every component extrapolated past 1, measured U-Net-10 at
 mean Dice 0.955, 0.948, 0.929 and 0.883 at 0.25, 0.5, 0.75 and 1 (3 repeats), and a one-repeat
@@ -94,7 +96,8 @@ class ImageRealism:
     mediastinal_air: float    # share of air behind the mediastinum
     edge_power: float         # air-thickness profile (1 - r^p)^edge_power: 0 = a step at the mask
     shape: float              # spread of lung, heart, dome and mediastinum sizes beyond the
-    #                           normal range (x the normal half-range; 0 up to level 1)
+    #                           normal range (x the normal half-range; 0 up to level 1), and of
+    #                           the chest's depth profile (log-sd 0.5 x shape)
     posterior_ribs: float     # bone amplitudes
     anterior_ribs: float
     rib_cortex: float         # 0 = solid ribs, 1 = hollow with a bright cortex
@@ -102,7 +105,8 @@ class ImageRealism:
     scapulae: float
     spine: float
     breasts: float            # probability of breast shadows in adult women
-    soft_tissue: float        # subcutaneous fat and the shoulder girdle over the apices (x drawn)
+    soft_tissue: float        # subcutaneous fat and the shoulder girdle over the apices (x drawn;
+    #                           past 1 obesity's tail widens)
     vessels: float
     lung_texture: float       # power-law parenchymal texture in the air thickness
     background: float         # power-law anatomical background of the soft tissue
@@ -123,7 +127,7 @@ def image_realism(d: float) -> ImageRealism:
         level=d,
         retrocardiac_air=min(0.9, _lerp(0.0, 0.5, d)),
         recess_air=min(0.95, _lerp(0.0, 0.85, d)),
-        recess_depth=min(0.35, _lerp(0.0, 0.2, d)),
+        recess_depth=min(0.35, _lerp(0.0, 0.2, d)) + 0.05 * beyond,
         mediastinal_air=min(0.3, _lerp(0.0, 0.15, d)),
         edge_power=_lerp(0.02, 0.6, p),
         shape=beyond,
@@ -134,7 +138,7 @@ def image_realism(d: float) -> ImageRealism:
         scapulae=_lerp(0.0, 0.3, p),
         spine=_lerp(0.2, 0.25, p),
         breasts=min(1.0, _lerp(0.0, 0.8, d)),
-        soft_tissue=min(1.5, _lerp(0.0, 1.0, d)),
+        soft_tissue=p + 0.75 * beyond,  # habitus: obesity's tail widens
         vessels=_lerp(0.08, 0.5, p),
         lung_texture=_lerp(0.0, 0.06, p),
         background=_lerp(0.0, 0.03, p),

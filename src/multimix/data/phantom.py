@@ -72,6 +72,7 @@ class Anatomy:
     midline_shift: float = 0.0      # spine and trachea against the mediastinum (axial rotation)
     body_width: float = 1.35        # half-width of the body (thorax x units)
     body_density: float = 1.0       # soft-tissue line integral scale (habitus)
+    lung_profile: float = 1.0       # x the air profile's edge power (flat to barrel chests)
     female: bool = False
     breasts: tuple[float, float, float] = (0.0, 0.0, 0.0)  # amplitude, centre y, radius (0 = none)
     fat: float = 0.0                # subcutaneous fat over the whole body (line integral)
@@ -171,7 +172,7 @@ def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool 
     r = realism or image_realism(0.0)
     u = rng.uniform
     spread = 1.0 + 1.5 * r.pose  # placement varies more at higher levels
-    widen = 1.0 + 2.0 * r.shape  # beyond level 1: shapes vary past the normal range
+    widen = 1.0 + 3.0 * r.shape  # beyond level 1: shapes vary past the normal range
 
     def v(lo: float, hi: float) -> float:
         """A shape parameter: uniform on [lo, hi], its deviation from the middle widened (one
@@ -239,6 +240,11 @@ def sample_anatomy(rng: np.random.Generator, *, pediatric: bool, abnormal: bool 
         dome=tuple(d + 0.05 * inspiration for d in anat["dome"]),
         heart=(hx, hy, hrx * (1.0 - 0.1 * min(inspiration, 0.0)), hry),
     )
+    # Beyond level 1 the chest's depth profile varies too, from flat to barrel (how fast the air
+    # thins towards the outline). Drawn from the patient's own seed, not the stream, so the
+    # patients stay aligned at every level.
+    profile_rng = np.random.default_rng([anat["texture_seed"], 1])
+    anat["lung_profile"] = float(np.exp(profile_rng.normal(0.0, 0.5 * r.shape)))
     a = Anatomy(opacities=(), **anat)
     if abnormal:
         a = add_pneumonia(a, rng, disease, pattern=pattern, severity=severity, cause=cause)

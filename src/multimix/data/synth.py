@@ -71,9 +71,10 @@ for _preset, _counts in synth_chexseg.PRESETS.items():  # seed 004's sources (sy
     PRESETS[_preset] |= _counts
 
 DATASET_CODES = {"jsrt": 1, "chex": 2, "mcu": 3, "nihx": 4, "shenzhen": 5}
-VERSION = 4  # of the phantoms and layouts written: a source written by another version is written again
+VERSION = 5  # of the phantoms and layouts written: a source written by another version is written again
 # (3: CheX and NIHX pneumonia phantoms store their opacity masks under PHANTOM_LESIONS;
-#  4: the line-integral renderer and the difficulty levels, truth sidecars)
+#  4: the line-integral renderer and the difficulty levels, truth sidecars;
+#  5: past segmentation level 1 only the variability widens; up to 1 the same bytes as 4)
 TRUTH_FILE = "truth.csv"  # under PHANTOM_LESIONS: each classification phantom's clean label and draws
 
 

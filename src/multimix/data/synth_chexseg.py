@@ -47,7 +47,8 @@ PRESETS = {
     # patients (668 images); CheXpert train is capped at the 20,000 of its largest weak set.
     "paper": {"chexpert": {"train": 20000, "valid": 234}, "chexlocalize": {"val": 234, "test": 668}},
 }
-VERSION = 2  # of these phantoms and layouts (2: the line-integral renderer and the difficulty levels)
+VERSION = 3  # of these phantoms and layouts (2: the line-integral renderer and the difficulty levels;
+#  3: past segmentation level 1 only the variability widens)
 FIRST_PATIENT = {"train": 1, "val": 64541, "test": 64741}
 CODES = {"train": 6, "val": 7, "test": 8}
 HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *layout.CHEXPERT_OBSERVATIONS]

@@ -171,7 +171,7 @@ def _lung_air(a: Anatomy, frame: Frame, x, y, realism: ImageRealism) -> np.ndarr
         radius, bound = phantom._lung_polar(a, side, x, y)
         q = radius / bound
         outline = _ramp((1.0 - q) * a.lung_rx[side], edge)
-        profile = outline * np.clip(1.0 - q * q, 1e-6, 1.0) ** realism.edge_power
+        profile = outline * np.clip(1.0 - q * q, 1e-6, 1.0) ** (realism.edge_power * a.lung_profile)
         sx = (-1.0 if side == 0 else 1.0) * x
         below = y - phantom.dome_line(a, side, sx)
         above = _ramp(-below, edge)
