@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default="data/calibration", help="folder of the calibration projects (resumable)")
     p.add_argument("--out", help="calibration file to write (default: the package's data/phantom_calibration.json)")
     p.add_argument("--seg-sweep", nargs="+", type=float, help="segmentation levels (default 0.5 … 3.0)")
-    p.add_argument("--cls-sweep", nargs="+", type=float, help="classification levels (default 0.2 … 1.0)")
+    p.add_argument("--cls-sweep", nargs="+", type=float, help="classification levels (default 0 … 1.0)")
     p.add_argument("--repeats", nargs="+", type=int, help="repeat seeds per level (default 0 1 2)")
     p.add_argument("--no-headroom", action="store_true", help="skip the all-labels, 5x-budget headroom runs")
     p.set_defaults(func=cmd_calibrate)
