@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from multimix.config import load_config
-from multimix.data import difficulty, phantom, realism, synth, xray
+from multimix.data import difficulty, phantom, realism, synth, synth_chexseg, xray
 from multimix.data.acquisition import Level
 from multimix.data.acquire import synth_level, synthesise
 from multimix.errors import InputError
@@ -315,6 +315,25 @@ def test_beyond_level_1_only_the_variability_widens():
 
     assert set(profiles(1.0)) == {1.0}
     assert 0.35 < np.std(np.log(profiles(2.0))) < 0.65 and 0.8 < np.std(np.log(profiles(3.0))) < 1.2
+
+
+def test_the_widening_past_level_1_reaches_only_the_lung_segmentation_sources():
+    """Past level 1 the segmentation knob is a calibration device for lung masks from few labels:
+    JSRT, Montgomery and Shenzhen change, CheX, NIHX and CheXpert are written as at level 1."""
+    from multimix.data import acquisition
+
+    one, beyond = Level(1.0, 0.5), Level(2.5, 0.5)
+    for dataset, source in acquisition.SOURCES.items():
+        assert (beyond.image_for(dataset).level > 1.0) == source.lung_segmentation, dataset
+        assert one.image_for(dataset) == difficulty.image_realism(1.0)
+    assert {d for d, s in acquisition.SOURCES.items() if s.lung_segmentation} == {"jsrt", "mcu", "shenzhen"}
+    for dataset, changes in (("nihx", False), ("mcu", True)):
+        at_one = synth._phantom(dataset, 2, 9, 256, 256, True if dataset == "nihx" else False, one).image
+        past = synth._phantom(dataset, 2, 9, 256, 256, True if dataset == "nihx" else False, beyond).image
+        assert (not np.array_equal(at_one, past)) == changes, dataset
+    a, _ = synth_chexseg.patient(1, "val", 3, 1.2, one)
+    b, _ = synth_chexseg.patient(1, "val", 3, 1.2, beyond)
+    assert a == b
 
 
 def test_calibration_fit_and_choice():

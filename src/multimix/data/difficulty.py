@@ -6,8 +6,9 @@ Two numbers drive every realistic component of the phantoms (`phantom.py`, `xray
                         (behind the heart, below the dome), overlapping anatomy (ribs with
                         cortex, clavicles, scapulae, breasts, vessels, textured background),
                         pose and habitus, scatter, quantum noise and detector blur, and each
-                        source's transfer nuisances. It applies to every source, since all
-                        share one physics.
+                        source's transfer nuisances. Up to 1 it applies to every source, since
+                        all share one physics; past 1 only to the lung-mask sources
+                        (`acquisition.Level.image_for`).
   classification (d_c)  the disease: the pneumonia severity distribution (a share of subtle
                         cases), its patterns (patchy, lobar, interstitial), confounders drawn
                         into every image of the classification sources whatever its label,
@@ -23,7 +24,8 @@ what varies from patient to patient and from acquisition to acquisition keeps wi
 shape of lungs, heart and domes, the chest's depth profile (how fast the air thins towards the
 outline), pose and habitus (the tail of subcutaneous fat), and how much lucency lies outside the
 mask, and how far below the dome (the transfer nuisances stay too: past 1 they turn the images
-black or white). That is the
+black or white), and only in JSRT, Montgomery and Shenzhen (the other sources' task is the
+disease: with the widening in CheX too, Enc-100 fell to chance at every disease level). That is the
 difficulty a few labels cannot cover and many can (the calibration's headroom check measures
 it). The first calibration sweep, with every component extrapolated past 1, measured U-Net-10 at
 mean Dice 0.955, 0.948, 0.929 and 0.883 at 0.25, 0.5, 0.75 and 1 (3 repeats), and a one-repeat

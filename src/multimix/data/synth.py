@@ -71,10 +71,11 @@ for _preset, _counts in synth_chexseg.PRESETS.items():  # seed 004's sources (sy
     PRESETS[_preset] |= _counts
 
 DATASET_CODES = {"jsrt": 1, "chex": 2, "mcu": 3, "nihx": 4, "shenzhen": 5}
-VERSION = 5  # of the phantoms and layouts written: a source written by another version is written again
+VERSION = 6  # of the phantoms and layouts written: a source written by another version is written again
 # (3: CheX and NIHX pneumonia phantoms store their opacity masks under PHANTOM_LESIONS;
 #  4: the line-integral renderer and the difficulty levels, truth sidecars;
-#  5: past segmentation level 1 only the variability widens; up to 1 the same bytes as 4)
+#  5: past segmentation level 1 only the variability widens; up to 1 the same bytes as 4;
+#  6: that widening only in the lung-segmentation sources, CheX and NIHX stay at level <= 1)
 TRUTH_FILE = "truth.csv"  # under PHANTOM_LESIONS: each classification phantom's clean label and draws
 
 
@@ -138,7 +139,7 @@ def _patient(dataset: str, seed: int, index: int, height: int, width: int, abnor
     confounders, each from its own stream."""
     src = SOURCES[dataset]
     anat = phantom.sample_anatomy(_rng(seed, dataset, index, ANATOMY), pediatric=src.pediatric, abnormal=abnormal,
-                                  aspect=width / height, finding=finding, realism=level.image, disease=level.disease,
+                                  aspect=width / height, finding=finding, realism=level.image_for(dataset), disease=level.disease,
                                   pattern=pattern, severity=severity, cause=cause)
     if dataset in CLASSIFICATION_SOURCES:  # look-alikes in every image, whatever its label
         anat = phantom.add_confounders(anat, _rng(seed, dataset, index, CONFOUNDER), level.disease)
@@ -225,14 +226,14 @@ def _jsrt_clinical_row(name: str, anat: phantom.Anatomy, index: int, seed: int) 
             f"{side}{lobe} lobe")
 
 
-def _write_lesions(root: Path, image: Path, drawn: Drawn, level: Level) -> None:
+def _write_lesions(dataset: str, root: Path, image: Path, drawn: Drawn, level: Level) -> None:
     """The exact opacity mask of a pneumonia phantom, in a folder beside the source's official
     layout (harmonise lists that folder as skipped, never as images); read only by `evaluate`,
     to score saliency maps."""
     out = layout.phantom_lesion_path(root, image.relative_to(root))
     out.parent.mkdir(parents=True, exist_ok=True)
     h, w = drawn.image.shape
-    formats.write_png(out, phantom.lesion_mask(drawn.anatomy, h, w, level.image).astype(np.uint8) * 255)
+    formats.write_png(out, phantom.lesion_mask(drawn.anatomy, h, w, level.image_for(dataset)).astype(np.uint8) * 255)
 
 
 def _pattern(anat: phantom.Anatomy) -> str:
@@ -260,7 +261,7 @@ def _write_chex(job) -> dict:
     drawn = _phantom("chex", seed, index, stored["height"], stored["width"], abnormal, level, severity=severity,
                      cause=cause)
     if abnormal:
-        _write_lesions(root, path, drawn, level)
+        _write_lesions("chex", root, path, drawn, level)
     pixels = np.round(drawn.image * 255).astype(np.uint8)
     if stored["rgb"]:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
@@ -321,7 +322,7 @@ def _write_nih(job) -> dict:
     stored = storage("nihx", seed, index)
     drawn = _phantom("nihx", seed, index, 1024, 1024, abnormal, level, severity=severity)
     if abnormal:
-        _write_lesions(root, path, drawn, level)
+        _write_lesions("nihx", root, path, drawn, level)
     pixels = np.round(drawn.image * 255).astype(np.uint8)
     if stored["rgb"]:
         pixels = np.concatenate([np.repeat(pixels[..., None], 3, axis=2), np.full((1024, 1024, 1), 255, np.uint8)], axis=2)

@@ -47,8 +47,9 @@ PRESETS = {
     # patients (668 images); CheXpert train is capped at the 20,000 of its largest weak set.
     "paper": {"chexpert": {"train": 20000, "valid": 234}, "chexlocalize": {"val": 234, "test": 668}},
 }
-VERSION = 3  # of these phantoms and layouts (2: the line-integral renderer and the difficulty levels;
-#  3: past segmentation level 1 only the variability widens)
+VERSION = 4  # of these phantoms and layouts (2: the line-integral renderer and the difficulty levels;
+#  3: past segmentation level 1 only the variability widens; 4: not in CheXpert, a source
+#  without lung masks: its images stay at level <= 1)
 FIRST_PATIENT = {"train": 1, "val": 64541, "test": 64741}
 CODES = {"train": 6, "val": 7, "test": 8}
 HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *layout.CHEXPERT_OBSERVATIONS]
@@ -62,7 +63,7 @@ def _rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Genera
 
 def patient(seed: int, split: str, index: int, aspect: float, level: Level = EASY):
     """The same patient (anatomy and findings) whatever size it is drawn at."""
-    return pathology.sample_patient(_rng(seed, split, index), aspect=aspect, realism=level.image)
+    return pathology.sample_patient(_rng(seed, split, index), aspect=aspect, realism=level.image_for("chexpert"))
 
 
 def _write(path: Path, pixels: np.ndarray, quality: int) -> None:
