@@ -248,7 +248,8 @@ def calibrate(params_path: Path, out: Path, work: Path, sweep: dict | None = Non
     sweep = dict(SWEEP, **(sweep or {}))
     base = yaml.safe_load(Path(params_path).read_text())
     load_config(params_path)  # the base file must be valid
-    work.mkdir(parents=True, exist_ok=True)
+    work = Path(work).resolve()  # the projects' params hold absolute paths: `--work data/x` and
+    work.mkdir(parents=True, exist_ok=True)  # its absolute spelling must reuse the same results
     started = time.time()
     seg_points, seg_fit = _sweep(base, "segmentation", {"classification": 0.0}, sweep["segmentation"],
                                    repeats, work, log)
