@@ -45,19 +45,25 @@ def test_lungs_are_dark_and_pneumonia_fills_them(pediatric):
 
 
 def test_the_lucency_reaches_beyond_the_scr_mask_only_at_realistic_levels():
-    """SCR masks exclude the lung behind the heart and below the dome; at the easy level the
-    air is exactly the mask, at the paper level part of it lies outside (the mask must be
-    inferred from anatomy)."""
-    for level, share in ((0.0, (0.0, 0.005)), (PAPER.segmentation, (0.02, 0.5))):
+    """SCR masks exclude the lung behind the heart and below the dome (about 27 % of its volume,
+    `shared/notes/phantom-realism.md`); at the easy level the air is exactly the mask, at the
+    paper level part of it lies outside (the mask must be inferred from anatomy). Measured as
+    the share of the projected air outside the mask, over 20 patients (one patient's share
+    ranges from 5 % to 35 % at the paper level)."""
+    for level, share in ((0.0, (0.0, 0.005)), (PAPER.segmentation, (0.05, 0.35))):
         r = difficulty.image_realism(level)
-        a = phantom.sample_anatomy(np.random.default_rng(11), pediatric=False, realism=r)
-        chest = xray.chest(a, 256, 256, r)
-        mask = phantom.lung_mask(a, 256, 256)
-        outside = ~mask
-        for shift in range(-3, 4):  # away from the mask's edge (its anti-aliasing)
-            outside &= ~np.roll(mask, shift, 0) & ~np.roll(mask, shift, 1)
-        air_outside = chest.air_depth[outside].sum() / chest.air_depth[mask].sum()
-        assert share[0] <= air_outside <= share[1], (level, air_outside)
+        rng = np.random.default_rng(11)
+        shares = []
+        for _ in range(20):
+            a = phantom.sample_anatomy(rng, pediatric=False, realism=r)
+            chest = xray.chest(a, 128, 128, r)
+            mask = phantom.lung_mask(a, 128, 128)
+            outside = ~mask
+            for shift in range(-2, 3):  # away from the mask's edge (its anti-aliasing)
+                outside &= ~np.roll(mask, shift, 0) & ~np.roll(mask, shift, 1)
+            air_outside, air_inside = chest.air_depth[outside].sum(), chest.air_depth[mask].sum()
+            shares.append(air_outside / (air_outside + air_inside))
+        assert share[0] <= np.mean(shares) <= share[1], (level, np.mean(shares))
 
 
 def test_masks_on_tilted_frames_equal_the_shape_function_everywhere():
@@ -118,12 +124,16 @@ def test_acquisition_and_confounders_do_not_depend_on_the_label():
         assert plain == normal.anatomy
 
 
-def test_severity_has_subtle_cases_at_the_paper_level_and_none_when_easy():
+def test_severity_has_subtle_cases_at_the_literature_level_and_none_when_easy():
+    """The disease knob's range. (`paper` sits near its easy end, 0.046: at 100 labels the image
+    at the literature's level is already as hard as the paper's Enc found CheX; README.)"""
     rng = np.random.default_rng(0)
     easy = [phantom.draw_severity(rng, difficulty.disease_realism(0.0)) for _ in range(2000)]
+    literature = [phantom.draw_severity(rng, difficulty.disease_realism(1.0)) for _ in range(2000)]
     paper = [phantom.draw_severity(rng, difficulty.disease_realism(PAPER.classification)) for _ in range(2000)]
     assert min(easy) >= 0.6
-    assert np.mean(np.array(paper) < 0.3) > 0.15
+    assert np.mean(np.array(literature) < 0.3) > 0.15
+    assert min(literature) < min(paper) < min(easy)  # the paper level: milder than easy's, few subtle cases
 
 
 def test_patterns_follow_the_cause_at_realistic_levels():
