@@ -244,13 +244,16 @@ def _logits(p: torch.Tensor) -> torch.Tensor:
 
 
 def test_tversky_by_hand():
-    """Eq. 4 on a 2x2 case: alpha weighs false positives, beta false negatives."""
+    """Eq. 4 on a 2x2 case: alpha weighs false positives, beta false negatives. FP and FN differ
+    here (0.3 and 0.8), so a loss with the two weights swapped gives other numbers."""
     y = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
-    p = torch.tensor([[[[0.8, 0.4], [0.2, 0.6]]]])
-    tp, fp, fn = 0.8 + 0.4, 0.2 + 0.6, 0.2 + 0.6
+    p = torch.tensor([[[[0.8, 0.4], [0.1, 0.2]]]])
+    tp, fp, fn = 0.8 + 0.4, 0.1 + 0.2, 0.2 + 0.6
     for alpha, beta in ((0.5, 0.5), (0.3, 0.7), (0.9, 0.1)):
         expected = 1 - tp / (tp + alpha * fp + beta * fn)
         assert losses.tversky_loss(_logits(p), y, alpha, beta, smooth=0.0).item() == pytest.approx(expected, rel=1e-5)
+    # pinned: (0.3, 0.7) -> 1 - 1.2 / (1.2 + 0.09 + 0.56); the swapped weights would give 1 - 1.2 / 1.65
+    assert losses.tversky_loss(_logits(p), y, 0.3, 0.7, smooth=0.0).item() == pytest.approx(0.65 / 1.85, rel=1e-5)
     # alpha = beta = 0.5 is the Dice loss
     assert losses.tversky_loss(_logits(p), y, 0.5, 0.5, smooth=0).item() == pytest.approx(1 - 2 * tp / (2 * tp + fp + fn))
     # more weight on false negatives punishes missing ROI more than spilling over it
