@@ -59,6 +59,20 @@ def test_square_shifted_by_k_pixels(k):
     assert s["f1"] == pytest.approx((2 * overlap / (2 * overlap + fp + fn) + 2 * tn / (2 * tn + fp + fn)) / 2)
 
 
+def test_pixel_rates_by_hand_with_unequal_errors():
+    """TP 32, FP 8, FN 32, TN 184 on a 16x16 grid: sensitivity, precision and specificity each have
+    another value than the quantity they are easily confused with (precision, recall, TN / (TN + FN))."""
+    ref, pred = np.zeros((16, 16), bool), np.zeros((16, 16), bool)
+    ref[2:10, 2:10] = True                        # 64 lung pixels
+    pred[2:10, 2:6] = True                        # half of them found: TP 32, FN 32
+    pred[12:14, 0:4] = True                       # and 8 outside: FP 8
+    s = metrics.segmentation_scores(pred, ref)
+    assert s["sensitivity"] == s["recall"] == pytest.approx(32 / 64)
+    assert s["precision"] == pytest.approx(32 / 40)
+    assert s["specificity"] == pytest.approx(184 / (184 + 8))      # over the reference's background
+    assert s["f1"] == pytest.approx((2 * 32 / (2 * 32 + 8 + 32) + 2 * 184 / (2 * 184 + 8 + 32)) / 2)
+
+
 def test_specificity_and_f1_at_the_empty_mask_rule():
     empty, full = np.zeros((8, 8), bool), np.ones((8, 8), bool)
     s = metrics.segmentation_scores(empty, empty)
