@@ -270,3 +270,29 @@ def test_harmonise_lists_every_bad_seed_004_input(tmp_path, chexseg_raw):
     bad = next(r for p, r in reasons.items() if first.split("_")[0] in p)
     assert "are 12x10, the image" in bad
     assert len(manifest) == 7 + 5 - 2  # the absent image and the mis-sized masks' image
+
+
+def test_the_pipelines_targets_follow_each_uncertainty_policy(tmp_path):
+    """`policy_targets` is what training reads (through `PathologyImages`, from the HDF5's raw
+    labels): -1 becomes 1 under U-ones, 0 under U-zeros, NaN (ignored) under U-ignore; blank is 0."""
+    import h5py
+
+    from multimix.data.loader import PathologyImages
+
+    raw = np.full((2, 10), np.nan, np.float32)
+    raw[0, :4] = [1.0, 0.0, -1.0, np.nan]
+    raw[1, :4] = [-1.0, -1.0, 1.0, 0.0]
+    expected = {"ones": [[1, 0, 1, 0], [1, 1, 1, 0]], "zeros": [[1, 0, 0, 0], [0, 0, 1, 0]],
+                "ignore": [[1, 0, np.nan, 0], [np.nan, np.nan, 1, 0]]}
+    for policy, rows in expected.items():
+        np.testing.assert_array_equal(chexpert.policy_targets(raw, policy)[:, :4], np.array(rows, np.float32))
+        assert (chexpert.policy_targets(raw, policy)[:, 4:] == 0).all()  # never mentioned = negative
+    path = tmp_path / "chexpert.h5"
+    with h5py.File(path, "w") as f:
+        f["ids"], f["images"], f["labels"] = ["a", "b"], np.zeros((2, 4, 4), np.float32), raw
+        f.attrs["complete"], f.attrs["size"] = True, 4
+    for policy, rows in expected.items():
+        targets = PathologyImages(path, ["b", "a"], policy=policy).targets  # in the split's order
+        np.testing.assert_array_equal(targets[:, :4], np.array(rows[::-1], np.float32))
+    with pytest.raises(ValueError, match="uncertainty policy 'maybe'"):
+        chexpert.policy_targets(raw, "maybe")
