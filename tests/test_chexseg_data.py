@@ -296,3 +296,14 @@ def test_the_pipelines_targets_follow_each_uncertainty_policy(tmp_path):
         np.testing.assert_array_equal(targets[:, :4], np.array(rows[::-1], np.float32))
     with pytest.raises(ValueError, match="uncertainty policy 'maybe'"):
         chexpert.policy_targets(raw, "maybe")
+
+
+def test_rle_is_pycocotools_column_major_pinned():
+    """CheXlocalize's RLE runs down the columns (pycocotools, Fortran order), starting with zeros:
+    this 3x4 mask's runs are 3 zeros, 1 one, 2 zeros, 2 ones, 3 zeros, 1 one, which pycocotools
+    writes as '31211O'. A row-major (transposed) encoder and decoder would round-trip too, but
+    would write another string and misread CheXlocalize's own files."""
+    mask = np.zeros((3, 4), bool)
+    mask[0, 1] = mask[0, 2] = mask[1, 2] = mask[2, 3] = True
+    assert chexpert.encode(mask) == {"size": [3, 4], "counts": "31211O"}
+    np.testing.assert_array_equal(chexpert.decode({"size": [3, 4], "counts": "31211O"}), mask)
