@@ -164,8 +164,18 @@ def test_multiclass_scores_by_hand():
     assert s["precision"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
     assert s["recall"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
     assert s["f1_1"] == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
-    assert 0.5 < s["auc"] <= 1
+    # one-vs-rest AUCs by pair counting: class 0 6.5/8, class 1 7/8, class 2 7.5/8; their mean
+    assert s["auc"] == pytest.approx((0.8125 + 0.875 + 0.9375) / 3) == pytest.approx(0.875)
     assert math.isnan(metrics.multiclass_scores([0, 1, 1], probabilities[:3])["auc"])  # class 2 absent
+
+
+def test_multiclass_auc_is_the_unweighted_mean_of_one_vs_rest():
+    """Imbalanced classes (4, 1, 1), where the averages differ: one-vs-rest AUCs 6/8, 5/5 and 3.5/5
+    by pair counting; the unweighted (macro) mean 0.8167, not the prevalence-weighted 0.7833 nor
+    one-vs-one's 0.8542."""
+    labels = [0, 0, 0, 0, 1, 2]
+    probabilities = np.array([[.7, .2, .1], [.6, .3, .1], [.3, .5, .2], [.2, .2, .6], [.1, .8, .1], [.4, .4, .2]])
+    assert metrics.multiclass_scores(labels, probabilities)["auc"] == pytest.approx((0.75 + 1.0 + 0.7) / 3)
 
 
 def test_binary_precision_and_recall_are_macro_means():
