@@ -70,3 +70,15 @@ def test_saliency_scores_against_a_lesion():
     assert exact["hit"] == 1.0 and exact["mass"] > 0.9 and exact["iou"] == pytest.approx(20 / 25)
     nothing = localisation.saliency_scores(np.zeros((20, 20)), lesion)
     assert all(np.isnan(v) for v in nothing.values())
+
+
+def test_bootstrap_is_a_95_percent_interval_over_whole_images():
+    """The interval's width is the normal theory's 2 x 1.96 standard errors of the mean (a 90 %
+    interval would be 2 x 1.645: 16 % narrower), and images are resampled whole: two pathologies
+    with the same IoU on every image give an mIoU interval equal to each one's, which resampling
+    each pathology's column on its own would narrow by about 1/sqrt(2)."""
+    u = np.random.default_rng(1).uniform(0, 1, 400)
+    table = localisation.summarise(pd.DataFrame({"Edema": u, "Cardiomegaly": u}), replicates=4000).set_index("name")
+    width = table.loc["Edema", "upper"] - table.loc["Edema", "lower"]
+    assert width == pytest.approx(2 * 1.96 * u.std() / np.sqrt(len(u)), rel=0.06)
+    assert table.loc["mIoU", ["lower", "upper"]].tolist() == pytest.approx(table.loc["Edema", ["lower", "upper"]].tolist())
