@@ -148,3 +148,45 @@ def test_a_killed_chexseg_run_resumes_to_the_uninterrupted_weights(tmp_path, che
         for part in a:
             if isinstance(a[part], dict) and all(torch.is_tensor(v) for v in a[part].values()):
                 assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), (run, part)
+
+
+def test_each_slot_of_a_segmenter_batch_takes_the_expert_or_the_pseudo_image_with_its_own_mask(
+        chexseg_project, monkeypatch):
+    """CheXseg's mixing, per sample: slot b holds the expert image and its expert mask where the slot's
+    own Bernoulli(p) draw says expert, else the pseudo-labelled image with its pseudo mask. Expert
+    inputs are all ones and pseudo ones all zeros, so what the network and the loss receive shows
+    which was taken; the draws are replayed from an identically seeded generator."""
+    from multimix import losses
+    from multimix.methods import method_class
+
+    cfg = load_config(chexseg_project / "params.yaml")
+    spec = find_run(cfg, "chexseg_random-p0.5-t0")
+    method = method_class(spec)(cfg, spec, torch.device("cpu"))
+    seen = {}
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            seen["x"] = x.detach().clone()
+            return self.w * x.expand(-1, 10, -1, -1)
+
+    def dice(logits, target):
+        seen["y"] = target.detach().clone()
+        return logits.mean()
+
+    method.net = Recorder()
+    monkeypatch.setattr(losses, "class_average_dice_loss", dice)
+    b = 64
+    batch = {"expert": {"image": torch.ones(b, 1, 4, 4), "mask": torch.ones(b, 10, 4, 4)},
+             "pseudo": {"image": torch.zeros(b, 1, 4, 4), "mask": torch.zeros(b, 10, 4, 4)}}
+    terms = method.step(batch, torch.Generator().manual_seed(7), epoch=0)
+    expected = losses.expert_slots(b, 0.5, torch.Generator().manual_seed(7))
+    assert 0 < int(expected.sum()) < b                       # one draw per sample: a mixed batch
+    took_expert_image = seen["x"].flatten(1).eq(1).all(1)
+    took_expert_mask = seen["y"].flatten(1).eq(1).all(1)
+    assert torch.equal(took_expert_image, expected) and torch.equal(took_expert_mask, expected)
+    assert seen["x"].flatten(1).eq(0).all(1).eq(~expected).all()  # the others wholly pseudo
+    assert terms["expert_share"] == pytest.approx(float(expected.float().mean()))
