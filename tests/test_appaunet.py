@@ -4,6 +4,7 @@ and every seed-003 preset trains through the shared loop and evaluates."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from multimix.config import load_config
 from multimix.evaluation import evaluate
 from multimix.methods import load_predictor, method_class
-from multimix.methods.appaunet import (APPAUNetMethod, adversarial_loss, discriminator_losses,
+from multimix.methods.appaunet import (APPAUNetMethod, adversarial_loss, class_logits, discriminator_losses,
                                        log_not_predicted)
 from multimix.presets import PRESETS
 from multimix.study import RunSpec, run_names
@@ -148,6 +149,72 @@ def test_no_gradient_crosses_between_the_updates_except_through_eq5(project):
     adversarial_loss(method.discriminator(x, torch.sigmoid(method.segmentor(x).mask_logits))).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.segmentor.parameters())
     assert all(p.grad is None for p in method.discriminator.parameters())
+
+
+def test_class_logits_are_the_first_n_of_d_and_the_predictor_reads_them(project):
+    """D has n real classes + "predicted" (the last): classification reads the first n."""
+    assert class_logits(torch.tensor([[1.0, 2.0, 3.0, 4.0]])).tolist() == [[1.0, 2.0, 3.0]]
+    cfg, spec, batch = batch_of(project, "appaunet_kltv")
+    method = method_class(spec)(cfg, spec, torch.device("cpu"))
+    predictor = method.predictor().eval()
+    x = batch["seg_u"]["image"]
+    with torch.no_grad():
+        d = method.discriminator.eval()(x, torch.sigmoid(method.segmentor.eval()(x).mask_logits))
+        assert torch.equal(predictor(x).logits, d[:, :2])
+
+
+class LossRecording(APPAUNetMethod):
+    """Records the loss each optimiser is stepped with."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.losses = {}
+
+    def _update(self, name, loss):
+        self.losses[name] = loss.item()
+        super()._update(name, loss)
+
+
+@pytest.mark.parametrize("c", [0.0, 0.37, 2.0])
+def test_d_steps_on_eqs_6_7_8_and_s_on_its_loss_plus_c_times_eq5(project, c):
+    """The losses the two optimisers step on: D on Eq. 6 + Eq. 7 + Eq. 8, S on L_seg + c * Eq. 5, with
+    c = seed003.adversarial_weight (so a dropped term or an ignored c changes the numbers)."""
+    cfg, spec, batch = batch_of(project, "appaunet_kltv")
+    cfg = dataclasses.replace(cfg, seed003=dataclasses.replace(cfg.seed003, adversarial_weight=c))
+    torch.manual_seed(0)
+    method = LossRecording(cfg, spec, torch.device("cpu"))
+    terms = method.step(batch, torch.Generator().manual_seed(0), epoch=0)
+    assert min(terms["loss_d_supervised"], terms["loss_d_real"], terms["loss_d_predicted"]) > 1e-3
+    assert method.losses["discriminator"] == pytest.approx(
+        terms["loss_d_supervised"] + terms["loss_d_real"] + terms["loss_d_predicted"], rel=1e-6)
+    assert terms["loss_adversarial"] > 1e-3
+    assert method.losses["segmentor"] == pytest.approx(terms["loss_seg"] + c * terms["loss_adversarial"], rel=1e-6)
+
+
+def test_the_side_weights_of_the_params_reach_eq1(project, monkeypatch):
+    """PPAU-Net's deep supervision is weighted by seed003.side_weights (Eq. 1), not by a default."""
+    from multimix import losses
+
+    cfg, spec, batch = batch_of(project, "ppaunet_kltv")
+    weights = (0.9, 0.3, 0.2, 0.1)
+    cfg = dataclasses.replace(cfg, seed003=dataclasses.replace(cfg.seed003, side_weights=weights))
+    seen = []
+    original = losses.deep_supervision_loss
+
+    def recording(side_logits, target, w, **kwargs):
+        seen.append((len(side_logits), tuple(w)))
+        return original(side_logits, target, w, **kwargs)
+
+    monkeypatch.setattr(losses, "deep_supervision_loss", recording)
+    method = method_class(spec)(cfg, spec, torch.device("cpu"))
+    terms = method.step(batch, torch.Generator().manual_seed(0), epoch=0)
+    assert seen == [(4, weights)]
+    # and they weigh the side outputs: the coarsest alone gives another loss
+    out = method.segmentor(batch["seg_l"]["image"])
+    y = batch["seg_l"]["mask"]
+    only_finest = original(out.side_logits, y, (1.0, 0, 0, 0), **method.loss_options)
+    assert only_finest.item() != pytest.approx(original(out.side_logits, y, (0, 0, 0, 1.0), **method.loss_options).item())
+    assert np.isfinite(terms["loss_seg"])
 
 
 def test_missing_class_labels_are_a_clear_error(project):
