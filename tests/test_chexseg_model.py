@@ -73,6 +73,36 @@ def test_grad_cam_layers_of_the_classifiers(arch):
     assert np.allclose(maps[1:], one, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["densenet121", "resnet18"])
+def test_grad_cam_reads_the_last_activation_before_global_pooling(arch):
+    """The layer is the one whose output, averaged over the image and passed through the final
+    linear layer, gives the logits: the feature map Grad-CAM's weights are defined on."""
+    torch.manual_seed(0)
+    model = pathology_classifier(arch, classes=3).eval()
+    seen = {}
+    model.get_submodule(CAM_LAYER[arch]).register_forward_hook(lambda m, i, out: seen.update(a=out.detach().clone()))
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        logits = model(x)
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    assert torch.allclose(head(seen["a"].mean((2, 3))), logits, atol=1e-5)
+
+
+def test_otsu_maximises_the_between_class_variance():
+    """Two overlapping modes (70 % around 0.3, 30 % around 0.75): Otsu's threshold is where the
+    between-class variance peaks (about 0.51), above the map's mean (0.44), which splits worse."""
+    rng = np.random.default_rng(0)
+    m = np.concatenate([rng.normal(0.3, 0.12, 7000), rng.normal(0.75, 0.08, 3000)]).clip(0, 1).reshape(100, 100)
+
+    def between(t):
+        fg = m > t
+        return fg.mean() * (1 - fg.mean()) * (m[fg].mean() - m[~fg].mean()) ** 2
+
+    t = pseudolabels.otsu(m)
+    assert between(t) >= max(between(c) for c in np.linspace(0.05, 0.95, 181)) * (1 - 1e-4)
+    assert t > m.mean() + 0.05 and between(m.mean()) < between(t) * 0.98
+
+
 def test_tuned_thresholds_maximise_iou_and_otsu_splits_two_levels():
     maps = np.zeros((2, 1, 10, 10), np.float32)
     maps[:, 0, 2:6, 2:6] = 0.8   # the lesion
