@@ -62,6 +62,45 @@ def test_attention_gates_scale_the_skips_by_coefficients_in_0_1():
     assert len(coefficients) == 4 and all(((c >= 0) & (c <= 1)).all() for c in coefficients)
 
 
+def test_each_decoder_stage_joins_the_gated_skip_not_the_raw_one():
+    """The gate's output (the skip times its coefficients) is what the decoder stage reads beside the
+    upsampled features."""
+    model = build_segmentor("attention_unet").eval()
+    skips, gated, joined = [], [], []
+    def record(module, args, kwargs, out):  # returns None: the output is kept
+        skips.append(kwargs["x"])
+        gated.append(out)
+
+    hooks = [g.register_forward_hook(record, with_kwargs=True) for g in model.gates]
+    hooks += [s.register_forward_hook(lambda m, i, o: joined.append(i[0])) for s in model.decoder]
+    with torch.no_grad():
+        model(torch.rand(1, 1, 64, 64))
+    for h in hooks:
+        h.remove()
+    assert len(gated) == len(joined) == 4
+    for skip, g, j in zip(skips, gated, joined):
+        assert torch.equal(j[:, -g.shape[1]:], g)
+        assert not torch.allclose(g, skip)  # the gate does scale the skip
+
+
+def test_side_outputs_are_progressively_added_coarse_to_fine():
+    """Side output k is its own 1x1 head plus the upsampled side output k+1 (the coarser one); the
+    coarsest is its head alone."""
+    model = build_segmentor("ppaunet").eval()
+    raw = []
+    hooks = [h.register_forward_hook(lambda m, i, o: raw.append(o)) for h in model.heads]
+    with torch.no_grad():
+        out = model(torch.rand(1, 1, 64, 64))
+    for h in hooks:
+        h.remove()
+    sides = out.side_logits[::-1]                  # coarsest first, as the heads ran
+    assert torch.equal(sides[0], raw[0])
+    for k in range(1, 4):
+        coarser = nn.functional.interpolate(sides[k - 1], size=raw[k].shape[-2:], mode="bilinear", align_corners=False)
+        assert torch.allclose(sides[k], raw[k] + coarser, atol=1e-6)
+        assert not torch.allclose(sides[k], raw[k], atol=1e-3)
+
+
 def test_discriminator():
     d = Discriminator(classes=3).eval()
     logits = d(torch.rand(2, 1, 128, 128), torch.rand(2, 1, 128, 128))
