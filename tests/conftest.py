@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def finished_dvc_project(tmp_path_factory) -> Path:
     from projects import make_project, sh  # (projects imports this module: import it late)
 
     project = make_project(tmp_path_factory.mktemp("dvc-run"))
-    sh(project, "dvc", "repro", "-q")
+    # two threads for every stage (training sets its own, train.threads), as the cluster test's
+    # 2-core jobs and Snakemake's `--cores 2` runs give theirs, whatever this machine's core count
+    sh(project, "dvc", "repro", "-q", env=dict(os.environ, OMP_NUM_THREADS="2"))
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-q", "-m", "a finished run")
     return project

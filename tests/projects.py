@@ -28,7 +28,9 @@ def tiny_params() -> dict:
                        "presets": {"segmentation": ["unet"], "classification": ["enc"], "multitask": []},
                        "segmentation_labels": [1], "classification_labels": [2], "multitask_labels": [],
                        "chexseg": params["study"]["chexseg"]}  # (empty: dvc.yaml's seed-004 matrices need the keys)
-    params["train"].update(epochs=3, steps_per_epoch=2, batch_size=2, figures=1)
+    # threads: the cluster test's SLURM jobs ask for 2 cores and must give the local run's bytes; torch's
+    # default (every core) would make the local run's rounding depend on the machine's core count
+    params["train"].update(epochs=3, steps_per_epoch=2, batch_size=2, figures=1, threads=2)
     return params
 
 
@@ -53,6 +55,8 @@ def make_project(tmp_path) -> Path:
     sh(folder, "git", "config", "user.email", "test@example.org")
     sh(folder, "git", "config", "user.name", "test")
     sh(folder, "dvc", "init", "-q")
+    sh(folder, "dvc", "config", "core.analytics", "false")  # a test project reports nothing anywhere
+    assert sh(folder, "dvc", "config", "core.analytics").stdout.strip() == "false"
     sh(folder, "git", "add", "-A")
     sh(folder, "git", "commit", "-q", "-m", "tiny project")
     return folder
