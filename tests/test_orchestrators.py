@@ -224,7 +224,7 @@ def test_a_tiny_chexseg_p_sweep_under_dvc(tmp_path):
     Grad-CAM pseudo-labels, a p-sweep and a distillation pair through `dvc repro`, and
     reports/chexseg.md with mIoU per p beside the paper's. Snakemake runs the same commands on the
     same inputs: its graph of this study equals DVC's (test_pipeline_graphs); the two gave identical
-    weights and scores when run for real (README "Seed 004")."""
+    weights and scores when run for real (docs/results.md, "Seed 004 on phantoms")."""
     params = yaml.safe_load((ROOT / "studies" / "chexseg-synthetic.yaml").read_text())
     params["synth"]["counts"] = CHEXSEG_TINY
     params["harmonise"]["workers"] = 1

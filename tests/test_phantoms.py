@@ -126,7 +126,7 @@ def test_acquisition_and_confounders_do_not_depend_on_the_label():
 
 def test_severity_has_subtle_cases_at_the_literature_level_and_none_when_easy():
     """The disease knob's range. (`paper` sits near its easy end, 0.046: at 100 labels the image
-    at the literature's level is already as hard as the paper's Enc found CheX; README.)"""
+    at the literature's level is already as hard as the paper's Enc found CheX; docs/phantoms.md.)"""
     rng = np.random.default_rng(0)
     easy = [phantom.draw_severity(rng, difficulty.disease_realism(0.0)) for _ in range(2000)]
     literature = [phantom.draw_severity(rng, difficulty.disease_realism(1.0)) for _ in range(2000)]

@@ -104,7 +104,7 @@ def test_study_files_load_and_have_the_keys_of_params_yaml(path):
 
 
 def test_phantom_study_settings_differ_only_in_their_label_counts():
-    """README: the phantom study's two label settings use "the same data, budget and seeds".
+    """docs/results.md: the phantom study's two label settings use "the same data, budget and seeds".
     studies/phantom-full.yaml must equal studies/phantom.yaml outside the study's name and
     label counts (and comments), or its table stops being comparable with the other."""
     small = yaml.safe_load((ROOT / "studies/phantom.yaml").read_text())
