@@ -15,7 +15,7 @@ PARAMS_MARKER = "<!-- params.yaml, written by docs/hooks/cli_reference.py -->"
 
 def _help(parser: argparse.ArgumentParser) -> str:
     # a fixed width, so the page is the same on every machine and terminal
-    parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=100)
+    parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=88)
     return parser.format_help()
 
 
