@@ -81,3 +81,9 @@ def test_the_docs_site_builds_strict_with_the_reference_pages_written_from_the_c
     for section in yaml.safe_load((ROOT / "params.yaml").read_text()):
         assert f"| `{section}` |" in table, f"docs/parameters.md: no row for params.yaml's {section!r}"
         assert re.search(rf">{section}</span>", parameters), f"params.yaml's {section!r} is not on the built page"
+
+
+def test_getting_started_shows_the_readmes_two_commands():
+    page = (ROOT / "docs" / "getting-started.md").read_text()
+    block = page.split("```bash", 1)[1].split("```", 1)[0]
+    assert [line for line in block.splitlines() if line and not line.startswith("#")] == quick_start()
