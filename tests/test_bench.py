@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_training import linked_data, tiny_params, tiny_project  # noqa: F401  (module fixture, reused)
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "train_step.py"
 
 
@@ -54,3 +56,27 @@ def test_study_cost_bench_covers_every_preset_and_multiplies_by_the_budget(tmp_p
         assert abs(h_total - h_per_run * runs) < 0.05 + 0.005 * runs + 0.01 * h_total
     total = float(re.search(r"total: ([\d,.]+) device-hours", result.stdout).group(1).replace(",", ""))
     assert abs(total - sum(r[3] for r in rows.values())) < 0.2 + 0.01 * total
+
+
+def test_device_study_bench_trains_a_second_pass_and_finds_cpu_runs_identical(tmp_path, tiny_project):
+    """bench/device_study.py on CPU: both runs trained and evaluated without MLflow, a second pass
+    from scratch beside the first, and the comparison finding the histories identical (CPU training
+    is deterministic; on a GPU the same command measures the drift)."""
+    folder = linked_data(tiny_project, tmp_path / "project")
+    study = {"name": "tiny-device", "repeats": [0], "segmentation_labels": [1], "classification_labels": [2],
+             "multitask_labels": [], "presets": {"segmentation": ["unet"], "classification": ["enc"], "multitask": []}}
+    params = str(tiny_params(folder, study=study))
+    script = str(BENCH.with_name("device_study.py"))
+
+    def bench(*args):
+        result = subprocess.run([sys.executable, script, "--params", params, "--device", "cpu", *args],
+                                cwd=folder, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    first = bench()
+    assert re.search(r"unet-s1-r0 +train +[\d.]+ s .*jsrt Dice", first) and "enc-c2-r0" in first
+    bench("--suffix", "again")
+    assert (folder / "runs-again" / "unet-s1-r0" / "history.csv").is_file()
+    compared = bench("--compare", "again")
+    assert compared.count("histories identical") == 2, compared
