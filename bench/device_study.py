@@ -66,10 +66,10 @@ def train_and_evaluate(cfg: Config, names: list[str], device: str) -> dict:
         result = evaluate(cfg, name, device=device, use_mlflow=False)
         eval_s = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else 0.0
-        out[name] = {"train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "peak_MiB": round(peak),
-                     "best_epoch": summary["best_epoch"] + 1, "scores": scores(result)}
+        row = out[name] = {"train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "peak_MiB": round(peak),
+                           "best_epoch": summary["best_epoch"] + 1, "scores": scores(result)}
         print(f"{name:24s} train {train_s:7.1f} s  evaluate {eval_s:5.1f} s  peak {peak:7.0f} MiB  "
-              f"best epoch {summary['best_epoch'] + 1:3d}  {scores(result)}", flush=True)
+              f"best epoch {row['best_epoch']:3d}  {row['scores']}", flush=True)
     return out
 
 

@@ -118,13 +118,14 @@ def test_segmentation_only_presets_have_no_discriminator(project):
 
 
 class Recording(APPAUNetMethod):
-    """Records which network holds gradient when each optimiser steps."""
+    """Records which network holds gradient when each optimiser steps, and the loss it steps on."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.seen = []
+        self.seen, self.losses = [], {}
 
     def _update(self, name, loss):
+        self.losses[name] = loss.item()
         for net in self.networks.values():
             net.zero_grad(set_to_none=True)
         loss.backward(retain_graph=True)
@@ -163,18 +164,6 @@ def test_class_logits_are_the_first_n_of_d_and_the_predictor_reads_them(project)
         assert torch.equal(predictor(x).logits, d[:, :2])
 
 
-class LossRecording(APPAUNetMethod):
-    """Records the loss each optimiser is stepped with."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.losses = {}
-
-    def _update(self, name, loss):
-        self.losses[name] = loss.item()
-        super()._update(name, loss)
-
-
 @pytest.mark.parametrize("c", [0.0, 0.37, 2.0])
 def test_d_steps_on_eqs_6_7_8_and_s_on_its_loss_plus_c_times_eq5(project, c):
     """The losses the two optimisers step on: D on Eq. 6 + Eq. 7 + Eq. 8, S on L_seg + c * Eq. 5, with
@@ -182,7 +171,7 @@ def test_d_steps_on_eqs_6_7_8_and_s_on_its_loss_plus_c_times_eq5(project, c):
     cfg, spec, batch = batch_of(project, "appaunet_kltv")
     cfg = dataclasses.replace(cfg, seed003=dataclasses.replace(cfg.seed003, adversarial_weight=c))
     torch.manual_seed(0)
-    method = LossRecording(cfg, spec, torch.device("cpu"))
+    method = Recording(cfg, spec, torch.device("cpu"))
     terms = method.step(batch, torch.Generator().manual_seed(0), epoch=0)
     assert min(terms["loss_d_supervised"], terms["loss_d_real"], terms["loss_d_predicted"]) > 1e-3
     assert method.losses["discriminator"] == pytest.approx(

@@ -9,10 +9,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def quick_start() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    block = text.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+def commands(text: str) -> list[str]:
+    """The command lines of the first bash block of `text` (comments and blank lines left out)."""
+    block = text.split("```bash", 1)[1].split("```", 1)[0]
     return [line for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def quick_start() -> list[str]:
+    return commands((ROOT / "README.md").read_text().split("## Quick start", 1)[1])
 
 
 def test_ci_runs_the_readme_test_command():
@@ -84,6 +88,4 @@ def test_the_docs_site_builds_strict_with_the_reference_pages_written_from_the_c
 
 
 def test_getting_started_shows_the_readmes_two_commands():
-    page = (ROOT / "docs" / "getting-started.md").read_text()
-    block = page.split("```bash", 1)[1].split("```", 1)[0]
-    assert [line for line in block.splitlines() if line and not line.startswith("#")] == quick_start()
+    assert commands((ROOT / "docs" / "getting-started.md").read_text()) == quick_start()
