@@ -54,7 +54,7 @@ def loader_rate(path: Path, workers: int, epochs: int) -> float:
 
 def resident_rate(path: Path, epochs: int, device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
     """Images/s of batches from the streams kept on `device`, and the seconds the one read took."""
-    from multimix.training.streams import ResidentData, epoch_plan
+    from multimix.streams import ResidentData, epoch_plan
 
     data = H5Images(path)
     start = time.perf_counter()
@@ -72,7 +72,7 @@ def resident_rate(path: Path, epochs: int, device: torch.device, dtype: torch.dt
 
 def training_rate(steps: int = 3) -> float | None:
     try:
-        from multimix.models.multimix import MultiMixNet
+        from multimix.methods.multimix.network import MultiMixNet
     except ImportError:
         return None
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ import torch
 
 from multimix.config import load_config
 from multimix.methods import method_class
-from multimix.presets import PRESETS
+from multimix.methods import PRESETS
 from multimix.runtime import keep_freed_memory
 from multimix.study import expand
 

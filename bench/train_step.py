@@ -36,10 +36,10 @@ from torch.utils.flop_counter import flop_registry
 
 from multimix import augment, losses
 from multimix.config import Config, LossConfig, TrainConfig
-from multimix.models.multimix import MultiMixNet
-from multimix.presets import PRESETS
+from multimix.methods.multimix.network import MultiMixNet
+from multimix.methods import PRESETS
 from multimix.runtime import keep_freed_memory
-from multimix.methods.multimix import train_step
+from multimix.methods.multimix.training import train_step
 
 B = 10
 

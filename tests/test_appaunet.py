@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from multimix.config import load_config
 from multimix.evaluation import evaluate
 from multimix.methods import load_predictor, method_class
-from multimix.methods.appaunet import (APPAUNetMethod, adversarial_loss, class_logits, discriminator_losses,
+from multimix.methods.appaunet.training import (APPAUNetMethod, adversarial_loss, class_logits, discriminator_losses,
                                        log_not_predicted)
-from multimix.presets import PRESETS
+from multimix.methods import PRESETS
 from multimix.study import RunSpec, run_names
 from multimix.training.loop import train
-from multimix.training.streams import Streams
+from multimix.streams import Streams
 
 from test_training import tiny_params, tiny_project  # noqa: F401  (module fixture, reused)
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from multimix import losses, pseudolabels
-from multimix.models.deeplab import CAM_LAYER, DeepLabV3Plus, pathology_classifier
+from multimix import losses
+from multimix.methods.chexseg import pseudolabels
+from multimix.methods.chexseg.network import CAM_LAYER, DeepLabV3Plus, pathology_classifier
 
 
 def test_deeplab_shapes_stride_and_encoder_init():

@@ -117,7 +117,7 @@ def test_auc_undefined_with_one_class():
 
 
 def test_paired_t_test_against_scipy():
-    from multimix.reporting import _paired_p
+    from multimix.methods.multimix.report import _paired_p
     import pandas as pd
 
     a = [0.91, 0.88, 0.95, 0.90, 0.93]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from multimix import augment, losses
-from multimix.models.multimix import MultiMixNet, instance_norm, parameter_count
+from multimix.methods.multimix.network import MultiMixNet, instance_norm, parameter_count
 
 
 def test_architecture_shapes_and_parameter_count():
@@ -160,7 +160,7 @@ def test_equalize_matches_a_flat_histogram():
 
 # ------------------------------------------------------------------ saliency scaling and the bridge diagnostic
 def test_normalised_saliency_is_on_the_image_scale():
-    from multimix.models.multimix import normalise_saliency
+    from multimix.methods.multimix.network import normalise_saliency
 
     torch.manual_seed(0)
     x = torch.rand(3, 1, 64, 64)
@@ -221,7 +221,7 @@ def _sensitivity(model) -> dict:
     import contextlib
     from types import SimpleNamespace
 
-    from multimix.methods.multimix import validate
+    from multimix.methods.multimix.training import validate
 
     streams = SimpleNamespace(val={"seg": SquareToy(8, seed=2)})
     return validate(model, streams, torch.device("cpu"), contextlib.nullcontext, batch_size=4)

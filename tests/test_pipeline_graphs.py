@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CODE = "data/code"  # DVC's code manifests: the one stage Snakemake does not need (it reads the import graph)
 
 
 def _empty() -> dict:
@@ -49,9 +50,13 @@ def generic_names(runs: list[str]):
 def dvc_graph(root: Path = ROOT) -> tuple[dict[str, dict], list[str]]:
     """Per stage (matrix stages `train-<group>@<item>` merged under `train`, with
     run names replaced by `{run}`): commands, deps, outs and params; and the
-    run names found in the train commands."""
+    run names found in the train commands. A dep on a code manifest (data/code/, written by
+    DVC's own `code` stage) stands for the source files it lists, as Snakemake names them."""
     from dvc.repo import Repo
 
+    from multimix import codedeps
+
+    manifests = codedeps.manifests()
     generic = generic_names(study_runs(root))
     graph: dict[str, dict] = defaultdict(_empty)
     runs = []
@@ -66,6 +71,8 @@ def dvc_graph(root: Path = ROOT) -> tuple[dict[str, dict], list[str]]:
             for dep in stage.deps:
                 if type(dep).__name__ == "ParamsDependency":
                     node["params"].update(generic(p) for p in dep.params)
+                elif dep.def_path.startswith(CODE + "/") and base != "code":
+                    node["deps"].update(manifests[dep.def_path.removeprefix(CODE + "/")])
                 else:
                     node["deps"].add(generic(dep.def_path))
             node["outs"].update(generic(out.def_path) for out in stage.outs)
@@ -173,12 +180,18 @@ def test_both_run_the_study_expansion(both, root):
 
 def test_same_stages(graphs):
     dvc, smk = graphs
-    assert set(dvc) == set(smk)
+    assert set(dvc) - {"code"} == set(smk)
+
+
+def test_dvc_code_stage_rewrites_the_manifests_on_any_source_change(graphs):
+    dvc, _ = graphs
+    assert dvc["code"]["deps"] == {"src/multimix"} and dvc["code"]["outs"] == {CODE}
+    assert dvc["code"]["cmds"] == {f"multimix -q --log data/logs/code.log code"}
 
 
 def test_same_commands_call_the_multimix_cli(graphs):
     dvc, smk = graphs
-    for name in dvc:
+    for name in set(dvc) - {"code"}:
         assert dvc[name]["cmds"] == smk[name]["cmds"], name
         # one log per stage (and run) under data/logs/, the same file for both orchestrators
         log = f"data/logs/{name}/{{run}}.log" if name in ("train", "evaluate") else f"data/logs/{name}.log"
@@ -198,7 +211,7 @@ def _folder_deps_expanded(dvc_deps: set[str], smk_deps: set[str]) -> set[str]:
 
 def test_same_inputs_outputs_and_params(graphs):
     dvc, smk = graphs
-    for name in dvc:
+    for name in set(dvc) - {"code"}:
         assert _folder_deps_expanded(dvc[name]["deps"], smk[name]["deps"]) == smk[name]["deps"], name
         assert dvc[name]["outs"] == smk[name]["outs"], name
         assert dvc[name]["params"] == smk[name]["params"], name
@@ -206,7 +219,50 @@ def test_same_inputs_outputs_and_params(graphs):
 
 def test_every_code_dependency_exists(graphs):
     dvc, _ = graphs
-    for stage in dvc.values():
+    for name, stage in dvc.items():
         for dep in stage["deps"]:
-            if dep.startswith("src/"):
+            if dep.startswith("src/") and name != "code":
                 assert (ROOT / dep).is_file(), dep
+
+
+# Modules no pipeline stage runs: the command line itself, and the commands outside the
+# pipeline (`multimix calibrate`, `compare`, `phantoms`, `code`).
+OUTSIDE_THE_PIPELINE = {"__main__.py", "cli.py", "calibration.py", "compare.py", "codedeps.py", "data/realism.py"}
+
+
+def test_every_source_file_is_some_stages_code_and_each_method_only_its_own():
+    from multimix import codedeps
+    from multimix.methods import PLUGINS, PRESETS
+
+    manifests = codedeps.manifests()
+    covered = {p.removeprefix("src/multimix/") for files in manifests.values() for p in files}
+    package = ROOT / "src" / "multimix"
+    sources = {p.relative_to(package).as_posix() for p in package.rglob("*")
+               if p.suffix in (".py", ".yaml", ".json", ".csv") and "__pycache__" not in p.parts}
+    assert sources - covered == OUTSIDE_THE_PIPELINE
+    for preset, variant in PRESETS.items():
+        for stage in codedeps.PER_PRESET:
+            folders = {p.split("/")[3] for p in manifests[f"{stage}-{preset}.txt"] if p.startswith("src/multimix/methods/")
+                       and p.count("/") > 3}
+            assert folders == {variant.method}, (stage, preset)
+    report = {p.split("/")[3] for p in manifests["report.txt"] if p.count("/") > 3 and "/methods/" in p}
+    assert report == set(PLUGINS)  # the report calls every method
+
+
+def test_editing_one_method_changes_only_its_stages_manifests(tmp_path):
+    """What DVC reruns after an edit: the stages whose manifest changed."""
+    import shutil
+
+    from multimix import codedeps
+    from multimix.methods import PRESETS
+
+    shutil.copytree(ROOT / "src" / "multimix", tmp_path / "src" / "multimix",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    codedeps.write_manifests(tmp_path / "before", tmp_path)
+    edited = tmp_path / "src" / "multimix" / "methods" / "appaunet" / "training.py"
+    edited.write_text(edited.read_text() + "\n# an edit\n")
+    codedeps.write_manifests(tmp_path / "after", tmp_path)
+    changed = {p.name for p in (tmp_path / "after").iterdir()
+               if p.read_text() != (tmp_path / "before" / p.name).read_text()}
+    appaunet = {p for p, v in PRESETS.items() if v.method == "appaunet"}
+    assert changed == {f"{stage}-{p}.txt" for stage in codedeps.PER_PRESET for p in appaunet} | {"report.txt"}

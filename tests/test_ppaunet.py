@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from multimix.models.multimix import parameter_count
-from multimix.models.ppaunet import ARCHITECTURES, Discriminator, build_segmentor
+from multimix.methods.multimix.network import parameter_count
+from multimix.methods.appaunet.network import ARCHITECTURES, Discriminator, build_segmentor
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))

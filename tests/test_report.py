@@ -12,7 +12,7 @@ import pytest
 
 from multimix.compare import compare
 from multimix.config import load_config
-from multimix.evaluation import _summarise
+from multimix.testsets import _summarise
 from multimix.reporting import report
 
 from conftest import write_params
@@ -201,7 +201,7 @@ def test_claims_are_tested_where_both_models_exist(study):
 
 
 def test_seed003_table_puts_the_papers_row_after_ours():
-    from multimix.reporting import seed003_table
+    from multimix.methods.appaunet.report import seed003_table
 
     def rows(preset, repeat, dice, accuracy=None):
         out = [{"preset": preset, "seg_labels": "62", "cls_labels": "", "repeat": repeat, "dataset": "ccx",

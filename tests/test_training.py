@@ -23,12 +23,12 @@ from multimix.data.preprocess import preprocess, read_manifest
 from multimix.evaluation import evaluate
 from multimix.localisation import phantom_lesions
 from multimix.data.split import write_splits
-from multimix.models.multimix import MultiMixNet
-from multimix.presets import PRESETS
+from multimix.methods.multimix.network import MultiMixNet
+from multimix.methods import PRESETS
 from multimix.study import RunSpec, run_names
-from multimix.methods.multimix import train_step
+from multimix.methods.multimix.training import train_step
 from multimix.training.loop import train
-from multimix.training.streams import Streams
+from multimix.streams import Streams
 
 from conftest import write_params
 
@@ -133,7 +133,7 @@ def test_fixmatch_pseudo_labels_come_from_the_weak_view_and_the_loss_from_the_st
     """Tag the views by value: weak images are 0.25, strong 0.75; record what the model sees and
     what the FixMatch loss is given."""
     from multimix import augment, losses
-    from multimix.methods import multimix as method
+    from multimix.methods.multimix import training as method
 
     cfg, spec, batch = fixed_batch(project, "enc_ssl")
     monkeypatch.setattr(augment, "weak", lambda x, gen, mask=None: torch.full_like(x, 0.25) if mask is None
@@ -169,7 +169,7 @@ def test_fixmatch_pseudo_labels_come_from_the_weak_view_and_the_loss_from_the_st
 
 
 def test_every_epoch_reshuffles_and_covers_its_streams():
-    from multimix.training.streams import epoch_plan
+    from multimix.streams import epoch_plan
 
     plans = [epoch_plan(23, 5, 4, "run", 0, epoch, "cls_l") for epoch in range(3)]
     assert plans[0] != plans[1] != plans[2]
@@ -188,7 +188,7 @@ def test_validate_reports_what_it_measures(project):
     import torch.nn.functional as F
 
     from multimix.losses import dice_scores
-    from multimix.methods.multimix import validate
+    from multimix.methods.multimix.training import validate
 
     cfg, spec, _ = fixed_batch(project, "umtl")
     streams = Streams(cfg, spec, json.loads((project / "splits" / "splits.json").read_text()), spec.variant.streams)
@@ -259,7 +259,7 @@ def test_train_run_logs_to_mlflow_and_writes_plain_checkpoints(project, monkeypa
 def test_every_preset_runs_through_train_and_best_pt_is_the_best_epoch(project, monkeypatch):
     import contextlib
 
-    from multimix.methods.multimix import validate
+    from multimix.methods.multimix.training import validate
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     cfg = load_config(tiny_params(project, epochs=3, steps_per_epoch=1))
@@ -405,7 +405,7 @@ def test_evaluate_scores_the_saliency_of_the_pneumonia_phantoms(project, monkeyp
 def test_streams_kept_on_the_device_give_the_loaders_batches(project):
     """train.data_on_device: the same batches as the HDF5 DataLoader (float32 exactly; float16
     rounded to 11 significant bits), and `auto` keeps the DataLoader on a CPU."""
-    from multimix.training.streams import data_dtype
+    from multimix.streams import data_dtype
 
     cfg = load_config(project / "params.yaml")
     spec = RunSpec("x", "multimix", "1", "2", 0)

@@ -16,6 +16,7 @@ from pathlib import Path
 from multimix import __version__
 from multimix.config import DATASETS, Config, load_config
 from multimix.errors import InputError
+from multimix.methods import plugins
 
 
 class Tee:
@@ -64,6 +65,14 @@ class ProgressBars:
 
 def _datasets(cfg: Config, chosen: list[str] | None) -> list[str]:
     return list(chosen) if chosen else list(cfg.data.datasets)
+
+
+def cmd_code(args, cfg: Config) -> None:
+    from multimix import codedeps
+
+    out = Path(args.out)
+    n = codedeps.write_manifests(out)
+    print(f"code: {n} manifests of the source files each stage runs -> {out}/")
 
 
 def cmd_acquire(args, cfg: Config) -> None:
@@ -147,24 +156,13 @@ def cmd_train(args, cfg: Config) -> None:
 def cmd_evaluate(args, cfg: Config) -> None:
     names = _runs(args, cfg)
     from multimix.evaluation import evaluate
+    from multimix.methods import plugin_of
+    from multimix.study import find_run
 
     for name in names:
         summary = evaluate(cfg, name, device=args.device)
-        if "mIoU" in summary or "mean_auc" in summary:  # seed 004: CheXlocalize's test set
-            main = (f"mIoU {summary['mIoU']['mean']:.4f} [{summary['mIoU']['lower']:.4f}, {summary['mIoU']['upper']:.4f}]"
-                    if "mIoU" in summary else f"mean AUC {summary['mean_auc']:.4f}")
-            print(f"{name} — chexlocalize test ({summary['images']} images): {main}")
-            continue
-        for dataset, values in summary.items():
-            main = f"Dice {values['dice']:.4f}" if values["task"] == "segmentation" else \
-                f"accuracy {values['accuracy']:.4f}, AUC {values['auc']:.4f}"
-            print(f"{name} — {dataset} ({values['domain']}, {values['images']} images): {main}")
-
-
-def cmd_pseudolabel(args, cfg: Config) -> None:
-    from multimix.pseudolabels import write_pseudo_labels
-
-    write_pseudo_labels(cfg, args.classifier, device=args.device)
+        for line in plugin_of(find_run(cfg, name)).summary_lines(name, summary):
+            print(line)
 
 
 def cmd_study(args, cfg: Config) -> None:
@@ -236,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parser = sub.add_parser
     sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)
 
+    p = sub.add_parser("code", help="pipeline stage 0: the source files each stage runs (import graph) -> data/code/")
+    p.add_argument("--out", default="data/code", help="folder of the manifests (default: data/code)")
+    p.set_defaults(func=cmd_code)
+
     p = sub.add_parser("acquire", help="pipeline stage 1: put raw files in place per data.source, write the receipt")
     p.set_defaults(func=cmd_acquire)
 
@@ -273,10 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("pseudolabel", help="seed 004: Grad-CAM pseudo-labels of a trained pathology classifier")
-    p.add_argument("--classifier", required=True, choices=["densenet121", "resnet18"], help="its architecture")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
-    p.set_defaults(func=cmd_pseudolabel)
+    for plugin in plugins():  # the methods' own stages (seed 004: pseudolabel)
+        plugin.add_commands(sub)
 
     p = sub.add_parser("report", help="Table 2/3-style tables, t-tests and figures for all runs -> reports/")
     p.set_defaults(func=cmd_report)

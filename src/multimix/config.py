@@ -23,6 +23,8 @@ from typing import Any, Literal
 import yaml
 
 from multimix.errors import InputError
+from multimix.methods import plugins
+from multimix.study import validate_study
 
 # MultiMix's and seed 003's sources (the default), then seed 004's (CheXseg)
 DEFAULT_DATASETS = ("jsrt", "chex", "mcu", "nihx", "shenzhen")
@@ -118,19 +120,6 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
-class ChexsegStudy:
-    """Seed 004's runs (CheXseg). Empty lists: none (the MultiMix default)."""
-
-    classifiers: tuple[Literal["densenet121", "resnet18"], ...] = ()  # pathology classifiers trained
-    cam: tuple[Literal["densenet121", "resnet18"], ...] = ()  # the Grad-CAM source (at most one)
-    p: tuple[int | float, ...] = ()  # expert-sampling probabilities of the sweep
-    trials: tuple[int, ...] = (0,)  # pseudo-label draws (split.chexseg_trials)
-    init: Literal["classifier", "random"] = "classifier"  # encoder of the sweep's models
-    distill_inits: tuple[Literal["classifier", "random"], ...] = ()  # teacher + students per init
-    distill_unlabelled: tuple[int | float, ...] = ()  # students' unlabelled shares (split.chexseg_unlabelled)
-
-
-@dataclass(frozen=True)
 class StudyPresets:
     """Which models a study trains, grouped by the tasks they learn: a
     single-task model is trained once per label count of its own task only."""
@@ -149,7 +138,9 @@ class LabelSetting:
 
 
 @dataclass(frozen=True)
-class StudyConfig:
+class SharedStudyConfig:
+    """The study keys every method reads; `StudyConfig` adds the methods' own sub-sections."""
+
     name: str = "multimix"  # MLflow experiment; report and compare group by it
     presets: StudyPresets = field(default_factory=StudyPresets)
     # Label counts (sizes of split.*_sizes) of the single-task runs, and the
@@ -158,7 +149,18 @@ class StudyConfig:
     classification_labels: tuple[int | Literal["full"], ...] = (100,)
     multitask_labels: tuple[LabelSetting, ...] = (LabelSetting(),)
     repeats: tuple[int, ...] = (0,)  # seeds of split.repeats
-    chexseg: ChexsegStudy = field(default_factory=ChexsegStudy)
+
+
+def _method_fields(sections: str) -> list[tuple[str, type, object]]:
+    """(name, dataclass, default) of the sections every registered method owns."""
+    return [(name, cls, field(default_factory=cls)) for plugin in plugins()
+            for name, cls in getattr(plugin, sections).items()]
+
+
+# study = the shared keys + each method's sub-section (e.g. study.chexseg)
+StudyConfig = dataclasses.make_dataclass("StudyConfig", _method_fields("study_sections"),
+                                         bases=(SharedStudyConfig,), frozen=True)
+StudyConfig.__module__ = __name__
 
 
 @dataclass(frozen=True)
@@ -214,47 +216,6 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class Seed003Config:
-    """Seed 003's losses and adversarial training (presets `<segmentor>_<loss>`, `appaunet_<loss>`).
-
-    The paper gives none of a, b, alpha, beta, c or w_i: these are our choices
-    (README, "Seed 003"). Its optimiser settings are the defaults."""
-
-    tversky_alpha: float = 0.3  # Eq. 4: weight of false positives
-    tversky_beta: float = 0.7  # weight of false negatives (the paper weighs them higher)
-    kl_weight: float = 1.0  # a: |KL| term of KLTV (Eq. 3), a mean over pixels
-    tversky_weight: float = 1.0  # b: Tversky term of KLTV
-    eps: float = 1.0e-6  # clamp of y and p inside |KL|'s logarithms
-    # w_i of Eq. 1 over PPAU-Net's side outputs, finest (the segmentation) first
-    side_weights: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
-    adversarial_weight: float = 0.1  # c: weight of Eq. 5 in the segmentor's loss
-    lr_segmentor: float = 1.0e-5
-    lr_discriminator: float = 1.0e-4
-    adam_beta1: float = 0.9  # "momentum 0.9"
-    discriminator_dropout: float = 0.4
-
-
-@dataclass(frozen=True)
-class Seed004Config:
-    """CheXseg (Gadgil et al. 2021): its Appendix B where it gives a value, our choice where not
-    (README, "Seed 004")."""
-
-    uncertainty: Literal["ones", "zeros", "ignore"] = "ones"  # CheXpert's -1 labels (U-Ones / U-Zeros / ignored)
-    classifier_lr: float = 1.0e-4  # B.1: Adam, fixed rate
-    classifier_batch: int = 16
-    threshold: Literal["tuned", "otsu"] = "tuned"  # CAM -> mask: per-pathology tuned (paper) | Otsu (public code)
-    gate: Literal["label", "probability"] = "label"  # which pathologies of an image get a mask
-    probability_cutoff: float | None = None  # optional: also require the classifier's probability
-    segmentation_lr: float = 1.0e-3  # B.2: 1e-3 on small data
-    segmentation_batch: int = 8
-    temperature: float = 10.0  # B.4: sigmoid temperature of distillation
-    distill_lr: float = 1.0e-3
-    true_pos_only: bool = True  # CheXlocalize's IoU convention
-    bootstrap: int = 1000  # replicates of the 95% intervals
-    pseudo_dir: str = "data/pseudo"  # `multimix pseudolabel`: pseudo_labels.h5 (masks) and .json (thresholds, quality)
-
-
-@dataclass(frozen=True)
 class EvaluateConfig:
     dir: str = "data/eval"
 
@@ -287,21 +248,8 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    synth: SynthConfig = field(default_factory=SynthConfig)
-    download: DownloadConfig = field(default_factory=DownloadConfig)
-    harmonise: HarmoniseConfig = field(default_factory=HarmoniseConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    study: StudyConfig = field(default_factory=StudyConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    seed003: Seed003Config = field(default_factory=Seed003Config)
-    seed004: Seed004Config = field(default_factory=Seed004Config)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+class _Paths:
+    """The folders of a Config as paths."""
 
     @property
     def raw_dir(self) -> Path:
@@ -326,6 +274,18 @@ class Config:
     @property
     def checkpoint_dir(self) -> Path:
         return Path(self.train.checkpoint_dir)
+
+
+# The whole parameter file: the shared sections, with the methods' sections (in registration
+# order) after `train`, where a reader of params.yaml finds them.
+_SHARED_BEFORE = [("data", DataConfig), ("synth", SynthConfig), ("download", DownloadConfig),
+                  ("harmonise", HarmoniseConfig), ("preprocess", PreprocessConfig), ("split", SplitConfig),
+                  ("study", StudyConfig), ("model", ModelConfig), ("train", TrainConfig)]
+_SHARED_AFTER = [("evaluate", EvaluateConfig), ("report", ReportConfig), ("cluster", ClusterConfig)]
+Config = dataclasses.make_dataclass(
+    "Config", [(name, cls, field(default_factory=cls)) for name, cls in _SHARED_BEFORE] + _method_fields("sections")
+    + [(name, cls, field(default_factory=cls)) for name, cls in _SHARED_AFTER], bases=(_Paths,), frozen=True)
+Config.__module__ = __name__
 
 
 # ------------------------------------------------------------------ type checking
@@ -471,32 +431,11 @@ def _validate(cfg: Config, where: str) -> None:
     need(mm.augmentations >= 1 and mm.temperature > 0 and mm.alpha >= 0 and mm.lambda_u >= 0
          and mm.rampup_epochs >= 0, "train.mixmatch: augmentations >= 1, temperature > 0, alpha, lambda_u and "
          "rampup_epochs >= 0 expected")
-    s3 = cfg.seed003
-    for name in ("tversky_alpha", "tversky_beta", "kl_weight", "tversky_weight", "adversarial_weight"):
-        need(getattr(s3, name) >= 0, f"seed003.{name} is {getattr(s3, name)!r}; expected a number >= 0")
-    need(0 < s3.eps < 0.5, f"seed003.eps is {s3.eps!r}; expected a number in (0, 0.5)")
-    need(len(s3.side_weights) >= 1 and all(w >= 0 for w in s3.side_weights),
-         f"seed003.side_weights is {list(s3.side_weights)}; expected numbers >= 0, the segmentation's first")
-    need(s3.lr_segmentor > 0 and s3.lr_discriminator > 0, "seed003.lr_segmentor and lr_discriminator must be > 0")
-    need(0 <= s3.adam_beta1 < 1, f"seed003.adam_beta1 is {s3.adam_beta1!r}; expected a number in [0, 1)")
-    need(0 <= s3.discriminator_dropout < 1,
-         f"seed003.discriminator_dropout is {s3.discriminator_dropout!r}; expected a number in [0, 1)")
-    s4 = cfg.seed004
-    need(s4.classifier_lr > 0 and s4.segmentation_lr > 0 and s4.distill_lr > 0,
-         "seed004.classifier_lr, segmentation_lr and distill_lr must be > 0")
-    need(s4.classifier_batch >= 1 and s4.segmentation_batch >= 1,
-         "seed004.classifier_batch and segmentation_batch must be >= 1")
-    need(s4.temperature > 0, f"seed004.temperature is {s4.temperature!r}; expected a number > 0")
-    need(s4.probability_cutoff is None or 0 < s4.probability_cutoff < 1,
-         f"seed004.probability_cutoff is {s4.probability_cutoff!r}; expected null or a number in (0, 1)")
-    need(s4.bootstrap >= 1, f"seed004.bootstrap is {s4.bootstrap!r}; expected an integer >= 1")
     sp = cfg.split
     need(sp.chexseg_pseudo_labelled >= 1, "split.chexseg_pseudo_labelled must be >= 1")
     need(all(0 < f <= 1 for f in sp.chexseg_unlabelled), "split.chexseg_unlabelled: shares in (0, 1] expected")
     need(0 < sp.chexseg_expert_val < 1, "split.chexseg_expert_val: a share in (0, 1) expected")
-    from multimix.study import validate_study  # the study's checks need the preset table
-
-    validate_study(cfg, where)
+    validate_study(cfg, where)  # the study's groups, then each method's own checks
 
 
 def config_from_dict(raw: Any, where: str = "params.yaml") -> Config:

@@ -14,48 +14,17 @@ A run is named `<preset>[-s<|D_l^s|>][-c<|D_l^c|>]-r<repeat>`, e.g.
 `multimix-s10-c100-r0`, `unet-s10-r0`, `enc-c100-r0`; the name is the run's
 identity in folders, MLflow and tables.
 
-Seed 004's runs come from `study.chexseg` (presets.ChexsegVariant):
-  pathology_<arch>              per classifier architecture
-  chexseg_<init>-p<p>-t<trial>  the p-sweep: per p and pseudo-label trial
-  teacher_<init>                per distillation init (expert masks only)
-  student_<init>-u<share>       per init and unlabelled share
-p and shares are written as params.yaml writes them (0.9, 1), as DVC renders them.
+A method may add runs of its own from its study section (`MethodPlugin.runs`: seed 004's
+`study.chexseg`, methods/chexseg/); they follow the groups' runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from multimix.errors import InputError
-from multimix.presets import PRESETS, Variant
+from multimix.methods import PRESETS, plugins
+from multimix.runs import RunSpec, run_name  # noqa: F401 (the study's names for them)
 
 GROUPS = ("segmentation", "classification", "multitask")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    name: str
-    preset: str
-    segmentation_labels: str | None  # "10", "50", "full", … (keys of the split file) or None
-    classification_labels: str | None
-    repeat: int
-    # seed 004: the sweep's expert probability and pseudo-label trial, a student's unlabelled share
-    p: float | None = None
-    trial: int | None = None
-    unlabelled: float | None = None
-
-    @property
-    def variant(self) -> Variant:
-        return PRESETS[self.preset]
-
-
-def run_name(preset: str, segmentation_labels=None, classification_labels=None, repeat: int = 0) -> str:
-    parts = [preset]
-    if segmentation_labels is not None:
-        parts.append(f"s{segmentation_labels}")
-    if classification_labels is not None:
-        parts.append(f"c{classification_labels}")
-    return "-".join(parts + [f"r{repeat}"])
 
 
 def _spec(preset: str, seg, cls, repeat: int) -> RunSpec:
@@ -75,17 +44,8 @@ def expand(cfg) -> list[RunSpec]:
     for preset in study.presets.multitask:
         runs += [_spec(preset, pair.segmentation, pair.classification, r) for pair in study.multitask_labels
                  for r in study.repeats]
-    return runs + chexseg_runs(study.chexseg)
-
-
-def chexseg_runs(chexseg) -> list[RunSpec]:
-    """Seed 004's runs, in a fixed order (classifiers, sweep, teachers, students)."""
-    runs = [RunSpec(f"pathology_{arch}", f"pathology_{arch}", None, None, 0) for arch in chexseg.classifiers]
-    runs += [RunSpec(f"chexseg_{chexseg.init}-p{p}-t{t}", f"chexseg_{chexseg.init}", None, None, 0, p=float(p),
-                     trial=t) for p in chexseg.p for t in chexseg.trials]
-    runs += [RunSpec(f"teacher_{init}", f"teacher_{init}", None, None, 0, p=1.0) for init in chexseg.distill_inits]
-    runs += [RunSpec(f"student_{init}-u{u}", f"student_{init}", None, None, 0, unlabelled=float(u))
-             for init in chexseg.distill_inits for u in chexseg.distill_unlabelled]
+    for plugin in plugins():  # runs a method derives from its own study section
+        runs += plugin.runs(cfg)
     return runs
 
 
@@ -110,9 +70,9 @@ def validate_study(cfg, where: str) -> None:
             if preset not in PRESETS:
                 raise InputError(f"{where}: study.presets.{group} has {preset!r}; expected presets among "
                                  f"{', '.join(PRESETS)}")
-            if PRESETS[preset].tasks == "chexseg":
-                raise InputError(f"{where}: study.presets.{group} has {preset!r}, a seed-004 model; "
-                                 "study.chexseg lists those runs")
+            if PRESETS[preset].tasks not in GROUPS:
+                raise InputError(f"{where}: study.presets.{group} has {preset!r}, which its method lists from "
+                                 f"its own study section (study.{PRESETS[preset].tasks})")
             if PRESETS[preset].tasks != group:
                 raise InputError(f"{where}: study.presets.{group} has {preset!r}, a {PRESETS[preset].tasks} "
                                  f"model; list it under study.presets.{PRESETS[preset].tasks}")
@@ -131,41 +91,8 @@ def validate_study(cfg, where: str) -> None:
         if repeat not in cfg.split.repeats:
             raise InputError(f"{where}: study.repeats has {repeat!r}, which split.repeats "
                              f"({list(cfg.split.repeats)}) does not draw")
-    _validate_chexseg(cfg, where)
+    for plugin in plugins():
+        plugin.validate(cfg, where)
     names = run_names(cfg)
     if len(set(names)) != len(names):
         raise InputError(f"{where}: study lists a preset, label count or repeat twice")
-
-
-def _validate_chexseg(cfg, where: str) -> None:
-    """The seed-004 runs' dependencies exist: a CAM source among the classifiers, the encoder's
-    classifier, trials and shares the split file draws, and the sources in data.datasets."""
-    cs = cfg.study.chexseg
-    segmenters = bool(cs.p) or bool(cs.distill_inits)
-    if not (cs.classifiers or cs.cam or segmenters):
-        return
-    if len(cs.cam) > 1 or (cs.cam and cs.cam[0] not in cs.classifiers):
-        raise InputError(f"{where}: study.chexseg.cam must name at most one of study.chexseg.classifiers "
-                         f"({list(cs.classifiers)})")
-    if cs.p and not cs.cam:
-        raise InputError(f"{where}: study.chexseg.p needs a Grad-CAM source: set study.chexseg.cam")
-    if segmenters and "resnet18" not in cs.classifiers:
-        # every segmenter's stage depends on it (a static DAG for DVC), whichever init it uses
-        raise InputError(f"{where}: study.chexseg's segmentation runs need resnet18 in study.chexseg.classifiers "
-                         "(the encoder init of the paper's best setting)")
-    for p in cs.p:
-        if not 0 <= p <= 1:
-            raise InputError(f"{where}: study.chexseg.p has {p!r}; expected probabilities in [0, 1]")
-    for t in cs.trials:
-        if t not in cfg.split.chexseg_trials:
-            raise InputError(f"{where}: study.chexseg.trials has {t!r}, which split.chexseg_trials "
-                             f"({list(cfg.split.chexseg_trials)}) does not draw")
-    for u in cs.distill_unlabelled:
-        if float(u) not in [float(v) for v in cfg.split.chexseg_unlabelled]:
-            raise InputError(f"{where}: study.chexseg.distill_unlabelled has {u!r}, which split.chexseg_unlabelled "
-                             f"({list(cfg.split.chexseg_unlabelled)}) does not draw")
-    if cs.distill_inits and not cs.distill_unlabelled:
-        raise InputError(f"{where}: study.chexseg.distill_inits needs study.chexseg.distill_unlabelled")
-    missing = [d for d in ("chexpert", "chexlocalize") if d not in cfg.data.datasets]
-    if missing:
-        raise InputError(f"{where}: study.chexseg needs {missing[0]} in data.datasets")

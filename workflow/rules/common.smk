@@ -6,6 +6,7 @@
 import re
 import sys
 
+from multimix import codedeps
 from multimix.config import config_from_dict
 from multimix.data.acquire import raw_state
 from multimix.errors import InputError
@@ -38,9 +39,10 @@ wildcard_constraints:
     run="|".join(re.escape(name) for name in RUN_NAMES) or "^$",
 
 
-def code(*modules):
-    """Source files a rule depends on (as DVC `deps`), so code edits rerun it."""
-    return [f"src/multimix/{m}" for m in modules]
+def code(stage, run=None):
+    """The source files a stage runs (for a run: its method's), derived from the import graph
+    (multimix/codedeps.py): DVC's stages read the same lists from data/code/."""
+    return codedeps.files(stage, method_of(run) if run else None)
 
 
 def param_slice(*keys):

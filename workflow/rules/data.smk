@@ -3,7 +3,7 @@
 
 rule acquire:
     input:
-        code("data/acquire.py", "data/synth.py", "data/phantom.py", "data/formats.py", "data/download.py", "data/sources.yaml"),
+        code("acquire"),
     output:
         RECEIPT,
     params:
@@ -23,7 +23,7 @@ rule acquire:
 rule harmonise:
     input:
         RECEIPT,
-        code("data/harmonise.py", "data/formats.py", "data/layout.py"),
+        code("harmonise"),
     output:
         MANIFEST,
         REJECTED,
@@ -43,7 +43,7 @@ rule preprocess:
     input:
         MANIFEST,
         RECEIPT,  # pixels can change while the manifest stays identical (e.g. a new synth seed)
-        code("data/preprocess.py", "data/formats.py"),
+        code("preprocess"),
     output:
         directory(PROCESSED),
     params:
@@ -60,7 +60,7 @@ rule preprocess:
 rule split:
     input:
         PROCESSED,
-        code("data/split.py"),
+        code("split"),
     output:
         SPLITS,
     params:

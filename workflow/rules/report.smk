@@ -13,15 +13,9 @@ REPORT_FILES = [
 
 
 def evaluate_inputs(wildcards):
-    if method_of(wildcards.run) != "chexseg":
-        # the manifest and raw files: the phantoms' opacity masks, to score the saliency maps
-        return [MANIFEST, RECEIPT] + code("evaluation.py", "metrics.py", "localisation.py", "methods/__init__.py",
-                                          "methods/multimix.py", "methods/appaunet.py", "models/multimix.py",
-                                          "models/ppaunet.py")
-    # seed 004: CheXlocalize's masks at native size, found through the manifest in the raw files
-    return [MANIFEST, RECEIPT] + code("evaluation.py", "evaluation_chexseg.py", "localisation.py",
-                                      "methods/__init__.py", "methods/chexseg.py", "models/deeplab.py",
-                                      "pseudolabels.py", "data/chexpert.py", "data/loader.py")
+    # the manifest and raw files: the phantoms' opacity masks (saliency scores), seed 004's
+    # CheXlocalize masks at native size
+    return [MANIFEST, RECEIPT] + code("evaluate", wildcards.run)
 
 
 EVALUATE_SETTINGS = ["evaluate.dir"]
@@ -61,7 +55,7 @@ rule report:
     input:
         expand(f"{EVAL}/{{run}}/{{name}}", run=RUN_NAMES, name=["per_image.csv", "examples.npz", "metrics.json"]),
         expand(f"{RUNS}/{{run}}/history.csv", run=RUN_NAMES),  # per-epoch bridge sensitivity
-        code("reporting.py", "paper_tables.csv", "reporting_chexseg.py", "seed004_tables.csv"),
+        code("report"),
     output:
         REPORT_FILES,
         report(directory(f"{REPORT}/figures"), patterns=["{name}.png"], caption="../report/figures.rst",

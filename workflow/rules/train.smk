@@ -13,9 +13,7 @@ CHEXSEG_SETTINGS = ["study.name", "train.runs_dir", "train.epochs", "train.steps
 def train_inputs(wildcards):
     spec = RUN_SPECS[wildcards.run]
     if spec.variant.method != "chexseg":
-        return code("training/loop.py", "training/streams.py", "methods/__init__.py", "methods/base.py",
-                    "methods/multimix.py", "methods/appaunet.py", "losses.py", "augment.py", "presets.py", "study.py",
-                    "tracking.py", "models/multimix.py", "models/ppaunet.py", "data/layout.py", "data/loader.py")
+        return code("train", wildcards.run)
     role, extra = spec.variant.role, []
     if role != "classifier":  # every segmenter depends on the encoder init of the paper's best setting
         extra.append(f"{RUNS}/pathology_resnet18/best.pt")
@@ -23,9 +21,7 @@ def train_inputs(wildcards):
         extra.append(PSEUDO)
     if role == "student":
         extra.append(f"{RUNS}/teacher_{spec.variant.init}/best.pt")
-    return extra + code("training/loop.py", "training/streams.py", "methods/__init__.py", "methods/base.py",
-                        "methods/chexseg.py", "losses.py", "presets.py", "study.py", "tracking.py", "models/deeplab.py",
-                        "data/layout.py", "data/loader.py", "data/chexpert.py", "localisation.py")
+    return extra + code("train", wildcards.run)
 
 
 def train_params(wildcards):
@@ -64,8 +60,7 @@ if CHECKED.study.chexseg.cam:
             SPLITS,
             PROCESSED,
             RECEIPT,
-            code("pseudolabels.py", "localisation.py", "methods/__init__.py", "methods/chexseg.py",
-                 "models/deeplab.py", "data/loader.py", "data/chexpert.py", "data/preprocess.py"),
+            codedeps.files("pseudolabel", "chexseg"),
         output:
             PSEUDO,
             PSEUDO.replace(".h5", ".json"),

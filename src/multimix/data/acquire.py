@@ -34,14 +34,17 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from multimix.config import Config, config_to_dict
 from multimix.data import download as downloader
 from multimix.data import difficulty, layout, synth, synth_chexseg
 from multimix.data.acquisition import Level
 from multimix.errors import InputError
+
+if TYPE_CHECKING:  # types only: config sits above the data stages
+    from multimix.config import Config
 
 RECEIPT = "acquired.json"
 OWNERS = ".synthetic.json"
@@ -175,7 +178,7 @@ def acquire(cfg: Config, show_progress: bool = True, log=print) -> dict:
     owners = _owners(raw)
     receipt = {
         "source": cfg.data.source,
-        "config": config_to_dict(cfg.data) | {"synth": config_to_dict(cfg.synth)
+        "config": dataclasses.asdict(cfg.data) | {"synth": dataclasses.asdict(cfg.synth)
                                               | {"level": dataclasses.asdict(synth_level(cfg))}},
         "datasets": {
             d: {"origin": "synthetic", **owners[d]["content"]} if d in owners and "content" in owners[d]

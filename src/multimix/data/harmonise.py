@@ -29,13 +29,16 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from multimix.config import Config
 from multimix.data import chexpert, formats, layout
 from multimix.errors import InputError
+
+if TYPE_CHECKING:  # types only: config sits above the data stages
+    from multimix.config import Config
 
 MANIFEST_COLUMNS = [
     "id", "dataset", "image_path", "mask_paths", "label", "official_split",

@@ -44,6 +44,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -51,9 +52,11 @@ import pandas as pd
 from PIL import Image
 
 import multimix
-from multimix.config import Config, PreprocessConfig
 from multimix.data import chexpert, formats, layout
 from multimix.errors import InputError
+
+if TYPE_CHECKING:  # types only: config sits above the data stages
+    from multimix.config import Config, PreprocessConfig
 
 PARTIAL_SUFFIX = ".partial"
 NORMALISATION = "per-image percentile clip ({lo}th-{hi}th, after area resize) then linear scale to [0, 1]"

@@ -58,13 +58,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import pandas as pd
 
-from multimix.config import Config, SplitConfig
 from multimix.data import layout
 from multimix.errors import InputError
+
+if TYPE_CHECKING:  # types only: config sits above the data stages
+    from multimix.config import Config, SplitConfig
 
 # Table 1 (train, val, test) for the sources partitioned by proportion.
 PAPER_PARTITIONS = {"jsrt": (111, 13, 123), "mcu": (93, 10, 35), "shenzhen": (355, 40, 132)}

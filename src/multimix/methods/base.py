@@ -1,11 +1,14 @@
-"""What a training method provides to the shared loop (after USB's AlgorithmBase).
+"""What a method provides to the shared stages: a plugin (`MethodPlugin`: its presets,
+params sections, runs, evaluation, report and extra commands) and a trainer (`Method`,
+after USB's AlgorithmBase). Each method is one folder, `multimix/methods/<name>/`
+(docs/adding-a-method.md); the registry (`multimix.methods`) lists them.
 
-A method owns its networks, optimisers, learning-rate schedules and loss
+A trainer owns its networks, optimisers, learning-rate schedules and loss
 scalers, says which streams it reads, and does one optimiser step (or
 several, for adversarial methods) per batch. The loop owns everything else —
 epochs and budget, seeds, data, validation calls, checkpoints and resume,
 MLflow — and never asks which method it runs. Adding a method is a new
-module registering a subclass; no other method's file changes.
+folder; no other method's file and no shared file changes.
 
 Checkpoints hold only what `state()` / `weights()` return: plain tensors and
 numbers (`torch.load(weights_only=True)` loads them).
@@ -15,20 +18,85 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+from multimix.runs import RunSpec
 
-from multimix.config import Config
-from multimix.study import RunSpec
+if TYPE_CHECKING:  # types only: config and the stages sit above the methods (tests/test_architecture.py)
+    import argparse
+
+    import pandas as pd
+    import torch
+
+    from multimix.config import Config
+
+
+class MethodPlugin:
+    """A method as the shared stages see it; one instance per method folder (`PLUGIN` in its
+    `__init__.py`), listed by the registry. Everything here is cheap to import: the hooks
+    that need torch import the method's own modules when called.
+
+    A preset's variant says which study group lists it (`tasks`: segmentation, classification
+    or multitask) — or another value, for runs the method derives from its own study section
+    (`runs`) — and which streams it reads."""
+
+    name = "method"
+    presets: dict[str, object] = {}
+    # top-level params.yaml sections the method owns: name -> frozen dataclass
+    sections: dict[str, type] = {}
+    # sub-sections of `study` the method owns (e.g. seed 004's `study.chexseg`)
+    study_sections: dict[str, type] = {}
+    # its own pipeline stages, each a `multimix <command>` (`add_commands`) and a DVC stage /
+    # Snakemake rule of that name (seed 004: pseudolabel)
+    commands: tuple[str, ...] = ()
+
+    # -- configuration and study -------------------------------------------
+    def validate(self, cfg: "Config", where: str) -> None:
+        """One-line errors (`InputError`) for values of its sections out of range, and for its
+        study section's runs that the split file cannot feed."""
+
+    def runs(self, cfg: "Config") -> list[RunSpec]:
+        """Runs beyond the preset x label count x repeat groups (from its study section)."""
+        return []
+
+    # -- training and evaluation ----------------------------------------------
+    def trainer(self, spec: RunSpec) -> type["Method"]:
+        raise NotImplementedError
+
+    def load_predictor(self, best: dict, device):
+        """The trained networks of a best.pt, ready for evaluation or use."""
+        raise NotImplementedError
+
+    def evaluate(self, cfg: "Config", spec: RunSpec, device) -> tuple["pd.DataFrame", dict, dict]:
+        """(per-image rows, summary per test set, example arrays) of a trained run."""
+        raise NotImplementedError
+
+    def summary_lines(self, run: str, summary: dict) -> list[str]:
+        """What `multimix evaluate` prints of a run's summary."""
+        return [f"{run}: {key}" for key in summary]
+
+    # -- report and commands --------------------------------------------------
+    def report(self, cfg: "Config", runs: list[RunSpec], out: Path) -> list[Path]:
+        """The method's tables and figures for its runs of the study (possibly none: files the
+        pipeline declares must still be written); returns the paths written."""
+        return []
+
+    # Methods scored on the shared test sets (`multimix.testsets`) say so: the report reads
+    # their results into the study's summary.json and its shared figures.
+    test_set_results = False
+    # presets whose examples the shared saliency figures show first
+    featured_presets: tuple[str, ...] = ()
+
+    def add_commands(self, subparsers: "argparse._SubParsersAction") -> None:
+        """Extra `multimix` sub-commands: parsers whose default `func(args, cfg)` runs them."""
 
 
 class Method:
-    """Base class; `multimix.methods.method_class(spec)` picks the subclass of a run."""
+    """A trainer; `MethodPlugin.trainer(spec)` picks the subclass of a run."""
 
     name = "method"
 
-    def __init__(self, cfg: Config, spec: RunSpec, device: torch.device,
+    def __init__(self, cfg: "Config", spec: RunSpec, device: "torch.device",
                  amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
         self.cfg, self.spec, self.device, self.amp = cfg, spec, device, amp
 
@@ -42,11 +110,9 @@ class Method:
         raise NotImplementedError
 
     def open_streams(self, splits: dict):
-        """The run's training streams and validation sets (`streams.Streams` by default: the
+        """The run's training streams and validation sets (e.g. `multimix.streams.Streams`: the
         segmentation / classification sources of the split file)."""
-        from multimix.training.streams import Streams
-
-        return Streams(self.cfg, self.spec, splits, self.streams)
+        raise NotImplementedError
 
     def inputs(self) -> list[Path]:
         """Files besides the split file and the sources' HDF5 that the run reads (pseudo-labels,

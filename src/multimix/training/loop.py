@@ -45,8 +45,9 @@ from multimix.config import Config, config_to_dict
 from multimix.data import layout
 from multimix.errors import InputError
 from multimix.methods import method_class
+from multimix.runtime import pick_device
 from multimix.study import RunSpec, find_run
-from multimix.training.streams import data_dtype, derive_seed
+from multimix.streams import data_dtype, derive_seed
 
 
 # ------------------------------------------------------------------ model selection
@@ -60,14 +61,6 @@ def better(record: dict, best: dict | None) -> bool:
 
 
 # ------------------------------------------------------------------ the run
-def pick_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda requested but no CUDA device is available")
-    return torch.device(requested)
-
-
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save(obj, tmp)

@@ -2,7 +2,7 @@
 
   chexseg.{md,csv}      the p-sweep as the paper's Table 1 (CAM rows): per p, the test mIoU and
                         per-pathology IoU, mean over trials (± std), each followed by the paper's
-                        row (src/multimix/seed004_tables.csv); the distillation runs (teacher and
+                        row (methods/chexseg/paper_tables.csv); the distillation runs (teacher and
                         students, mIoU with its bootstrap interval); the pathology classifiers'
                         test AUC and their Grad-CAM maps' localisation (pointing-game hit rate,
                         saliency mass inside the masks, IoU of the top 5%); on phantoms the
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from multimix.data import layout
-from multimix.evaluation import eval_dir
-from multimix.methods.chexseg import pseudo_label_file
-from multimix.study import chexseg_runs
+from multimix import paths, tables
+from multimix.methods.chexseg.checkpoints import pseudo_label_file
+from multimix.methods.chexseg.config import runs as chexseg_runs
 
 PATHOLOGIES = list(layout.CHEXLOCALIZE_PATHOLOGIES)
 
@@ -32,7 +32,7 @@ def has_runs(cfg) -> bool:
 
 
 def _metrics(cfg, name: str) -> dict:
-    path = eval_dir(cfg, name) / "metrics.json"
+    path = paths.eval_dir(cfg, name) / "metrics.json"
     if not path.is_file():
         from multimix.errors import InputError
 
@@ -41,7 +41,7 @@ def _metrics(cfg, name: str) -> dict:
 
 
 def paper_table() -> pd.DataFrame:
-    with resources.files("multimix").joinpath("seed004_tables.csv").open() as fh:
+    with resources.files(__package__).joinpath("paper_tables.csv").open() as fh:
         return pd.read_csv(fh, comment="#").set_index("pathology")
 
 
@@ -128,9 +128,7 @@ def sweep_figure(cfg, out: Path) -> Path | None:
     runs = [s for s in chexseg_runs(cfg.study.chexseg) if s.trial is not None]
     if not runs:
         return None
-    from multimix.reporting import _plt
-
-    plt = _plt()
+    plt = tables.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ps = sorted(dict.fromkeys(s.p for s in runs))
     per_trial = {p: [_metrics(cfg, s.name)["mIoU"]["mean"] for s in runs if s.p == p] for p in ps}
@@ -201,6 +199,4 @@ def write(cfg, out: Path) -> list[Path]:
 
 
 def _md(table: pd.DataFrame, empty: str) -> str:
-    from multimix.reporting import to_markdown
-
-    return (to_markdown(table) if len(table) else empty) + "\n"
+    return (tables.to_markdown(table) if len(table) else empty) + "\n"

@@ -1,6 +1,6 @@
 """MultiMix and its eight baselines (paper section 3.2) as one training method.
 
-The nine presets of `multimix.presets` switch one network (`MultiMixNet`):
+The nine presets of `presets.py` switch one network (`MultiMixNet`):
 segmentation, classification, FixMatch- or MixMatch-style SSL, the saliency
 bridge and the unlabelled segmentation consistency. A preset reads the
 streams it needs (`Variant.streams`), batch `train.batch_size` (10) each.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,12 +37,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from multimix import augment, losses
-from multimix.config import Config
-from multimix.methods.base import Method
-from multimix.models.multimix import MultiMixNet, parameter_count
-from multimix.presets import PRESETS, Variant
-from multimix.study import RunSpec
-from multimix.training.streams import Streams
+from multimix.methods.base import Method, RunSpec
+from multimix.methods.multimix.network import MultiMixNet, parameter_count
+from multimix.methods.multimix.presets import PRESETS, Variant
+from multimix.streams import Streams
+
+if TYPE_CHECKING:
+    from multimix.config import Config
 
 
 # ------------------------------------------------------------------ one step
@@ -225,6 +227,9 @@ class MultiMixMethod(Method):
 
     def parameter_count(self) -> int:
         return parameter_count(self.model)
+
+    def open_streams(self, splits: dict) -> Streams:
+        return Streams(self.cfg, self.spec, splits, self.streams)
 
     def train_mode(self) -> None:
         self.model.train()

@@ -20,14 +20,17 @@ the same batches (float32; float16 halves the memory, a documented rounding).
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from multimix.config import Config
 from multimix.data.loader import H5Images, open_images
 from multimix.errors import InputError
-from multimix.study import RunSpec
+from multimix.runs import RunSpec
+
+if TYPE_CHECKING:
+    from multimix.config import Config
 
 STREAM_NAMES = ("seg_l", "seg_u", "cls_l", "cls_u")
 

@@ -3,7 +3,7 @@ segmentor trained with one segmentation loss, alone (`<segmentor>_<loss>`,
 the paper's Table 1) or adversarially with an (n+1)-class discriminator that
 also classifies the disease (`appaunet_<loss>`, APPAU-Net, Table 2).
 
-Networks (`multimix.models.ppaunet`): the segmentor S (U-Net, Attention U-Net
+Networks (`multimix.methods.appaunet.network`): the segmentor S (U-Net, Attention U-Net
 or PPAU-Net) and, for APPAU-Net, the discriminator D(image, mask) -> n + 1
 logits: the n disease classes of the segmentation source (e.g. JSRT: no
 nodule / nodule) and class n+1 = "the mask was predicted by S".
@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,12 +49,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from multimix import augment, losses
-from multimix.config import Config
 from multimix.data import layout
-from multimix.methods.base import Method
-from multimix.models.ppaunet import Discriminator, PyramidAttentionUNet, build_segmentor
-from multimix.presets import PRESETS, SegmentorVariant
-from multimix.study import RunSpec
+from multimix.methods.base import Method, RunSpec
+from multimix.methods.appaunet.network import Discriminator, PyramidAttentionUNet, build_segmentor
+from multimix.methods.appaunet.presets import PRESETS, SegmentorVariant
+from multimix.streams import Streams
+
+if TYPE_CHECKING:
+    from multimix.config import Config
 
 
 # ------------------------------------------------------------------ the loss terms
@@ -86,7 +89,7 @@ def class_logits(d_logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Prediction:
-    """What evaluation reads (the MultiMix network's output fields)."""
+    """What the shared test-set evaluation reads (`multimix.testsets`)."""
 
     logits: torch.Tensor | None  # (B, n) class logits, None for segmentation-only presets
     mask_logits: torch.Tensor | None
@@ -94,16 +97,13 @@ class Prediction:
 
 
 class Predictor(torch.nn.Module):
-    """Trained S (and D) behind the interface evaluation uses for every method."""
-
-    bridge = False
+    """Trained S (and D) behind the interface of the shared test-set evaluation (`multimix.testsets`)."""
 
     def __init__(self, segmentor: PyramidAttentionUNet, discriminator: Discriminator | None):
         super().__init__()
         self.segmentor, self.discriminator = segmentor, discriminator
 
-    def forward(self, x: torch.Tensor, with_decoder: bool = True, with_classifier: bool = True,
-                zero_saliency: bool = False) -> Prediction:
+    def forward(self, x: torch.Tensor, with_decoder: bool = True, with_classifier: bool = True) -> Prediction:
         mask_logits = self.segmentor(x).mask_logits
         logits = None
         if with_classifier and self.discriminator is not None:
@@ -162,6 +162,9 @@ class APPAUNetMethod(Method):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for net in self.networks.values() for p in net.parameters())
+
+    def open_streams(self, splits: dict) -> Streams:
+        return Streams(self.cfg, self.spec, splits, self.streams)
 
     def train_mode(self) -> None:
         for net in self.networks.values():

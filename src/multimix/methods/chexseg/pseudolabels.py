@@ -153,9 +153,9 @@ def write_pseudo_labels(cfg, cam: str, device: str | None = None, log=print) -> 
     from multimix.data import layout
     from multimix.data.loader import PathologyImages
     from multimix.errors import InputError
-    from multimix.methods.chexseg import load_predictor, pseudo_label_file
-    from multimix.models.deeplab import CAM_LAYER
-    from multimix.training.loop import pick_device
+    from multimix.methods.chexseg.checkpoints import load_predictor, pseudo_label_file
+    from multimix.methods.chexseg.network import CAM_LAYER
+    from multimix.runtime import pick_device
 
     s4 = cfg.seed004
     best_path = cfg.runs_dir / f"pathology_{cam}" / "best.pt"

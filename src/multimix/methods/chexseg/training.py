@@ -1,5 +1,5 @@
 """Seed 004's method (CheXseg, Gadgil et al. 2021), one class for its four roles
-(presets.ChexsegVariant):
+(`presets.ChexsegVariant`):
 
   classifier  a DenseNet121 or ResNet18 of the ten pathologies on CheXpert train's
               image-level labels (uncertainty policy `seed004.uncertainty`), masked BCE,
@@ -24,20 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from multimix import localisation, losses
+from multimix import localisation, losses, tables
+from multimix.data.layout import CHEXLOCALIZE_PATHOLOGIES
 from multimix.data.loader import PathologyImages
 from multimix.errors import InputError
 from multimix.methods.base import Method
-from multimix.models.deeplab import DeepLabV3Plus, pathology_classifier
-from multimix.training.streams import TrainingStreams
-
-
-PSEUDO_LABELS = "pseudo_labels.h5"  # and pseudo_labels.json: thresholds, counts, quality on phantoms
-
-
-def pseudo_label_file(cfg) -> Path:
-    """The study's pseudo-labels (`multimix pseudolabel`; its Grad-CAM source in the file's attrs)."""
-    return Path(cfg.seed004.pseudo_dir) / PSEUDO_LABELS
+from multimix.methods.chexseg.checkpoints import load_predictor, pathology_aucs, pseudo_label_file  # noqa: F401
+from multimix.methods.chexseg.network import CAM_LAYER, DeepLabV3Plus, pathology_classifier
+from multimix.methods.chexseg.pseudolabels import cams
+from multimix.streams import TrainingStreams
 
 
 def _best(cfg, run: str) -> Path:
@@ -212,22 +207,17 @@ class ChexsegMethod(Method):
     def figures(self, streams, out_dir: Path, count: int) -> list[Path]:
         """Validation images: a classifier's Grad-CAM of its most probable pathology; a segmenter's
         prediction (red) and the expert mask (green) of the image's largest pathology."""
-        from multimix.data.layout import CHEXLOCALIZE_PATHOLOGIES as names
-        from multimix.reporting import _plt
-
+        names = CHEXLOCALIZE_PATHOLOGIES
         out_dir.mkdir(parents=True, exist_ok=True)
         data = streams.val["pathology" if self.role == "classifier" else "expert"]
         picks = list(range(min(count, len(data))))
         if not picks:
             return []
-        plt = _plt()
+        plt = tables.pyplot()
         fig, axes = plt.subplots(1, len(picks), figsize=(3 * len(picks), 3.2), squeeze=False)
         x = torch.stack([data[k]["image"] for k in picks]).to(self.device)
         self.net.eval()
         if self.role == "classifier":
-            from multimix.models.deeplab import CAM_LAYER
-            from multimix.pseudolabels import cams
-
             maps, probs = cams(self.net, CAM_LAYER[self.spec.variant.architecture], x, classes=len(names))
         else:
             with torch.no_grad():
@@ -253,20 +243,6 @@ class ChexsegMethod(Method):
         return [path]
 
 
-def _weights(best: dict) -> dict:
-    """The network of a seed-004 best.pt."""
-    if "net" not in best:
-        raise InputError("not a seed-004 checkpoint (no 'net' weights)")
-    return best["net"]
-
-
-def load_predictor(best: dict, device) -> torch.nn.Module:
-    """The trained network of a seed-004 best.pt: logits (N, 10[, H, W])."""
-    net = pathology_classifier(str(best["architecture"])) if best["role"] == "classifier" else DeepLabV3Plus()
-    net.load_state_dict(best["net"])
-    return net.to(device).eval()
-
-
 @torch.no_grad()
 def predict(net, data, device, key: str, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Logits of every item of `data` and its `key` (labels or masks), as arrays."""
@@ -276,18 +252,6 @@ def predict(net, data, device, key: str, batch: int = 16) -> tuple[np.ndarray, n
         outs.append(net(items["image"].to(device)).float().cpu().numpy())
         refs.append(items[key].numpy())
     return np.concatenate(outs), np.concatenate(refs)
-
-
-def pathology_aucs(labels: np.ndarray, probabilities: np.ndarray) -> list[float]:
-    """ROC AUC per pathology over the images whose label is known and both classes present."""
-    from sklearn.metrics import roc_auc_score
-
-    out = []
-    for c in range(labels.shape[1]):
-        known = ~np.isnan(labels[:, c])
-        y = labels[known, c]
-        out.append(float(roc_auc_score(y, probabilities[known, c])) if len(set(y.tolist())) == 2 else float("nan"))
-    return out
 
 
 def write_json(path: Path, data) -> None:

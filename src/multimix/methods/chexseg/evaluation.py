@@ -26,9 +26,9 @@ from multimix.data import chexpert, layout
 from multimix.data.loader import PathologyImages
 from multimix.data.preprocess import read_manifest
 from multimix.errors import InputError
-from multimix.methods.chexseg import load_predictor, pathology_aucs
-from multimix.models.deeplab import CAM_LAYER
-from multimix.pseudolabels import cams
+from multimix.methods.chexseg.checkpoints import load_predictor, pathology_aucs
+from multimix.methods.chexseg.network import CAM_LAYER
+from multimix.methods.chexseg.pseudolabels import cams
 
 PATHOLOGIES = layout.CHEXLOCALIZE_PATHOLOGIES
 

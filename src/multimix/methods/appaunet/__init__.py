@@ -1,0 +1,59 @@
+"""Seed 003 (Imran & Terzopoulos, MLMI 2019): segmentors trained with the KL-Tversky loss, and
+APPAU-Net, PPAU-Net trained adversarially against an (n+1)-class discriminator that also
+classifies the disease.
+
+  presets.py     `<segmentor>_<loss>` and `appaunet_<loss>`
+  config.py      the `seed003` section (loss weights, discriminator, optimisers)
+  network.py     U-Net, Attention U-Net and PPAU-Net (MONAI blocks), the discriminator
+  training.py    the trainer (Algorithm 1's two updates), its predictor
+  report.py      seed003.md: its Tables 1-2's columns beside the paper's rows
+  paper_tables.csv  the paper's values, transcribed
+"""
+
+from __future__ import annotations
+
+from multimix.methods.appaunet import config
+from multimix.methods.appaunet.presets import PRESETS
+from multimix.methods.base import MethodPlugin
+
+
+class APPAUNetPlugin(MethodPlugin):
+    name = "appaunet"
+    presets = PRESETS
+    sections = {"seed003": config.Seed003Config}
+    test_set_results = True
+
+    def validate(self, cfg, where):
+        config.validate(cfg, where)
+
+    def trainer(self, spec):
+        from multimix.methods.appaunet.training import APPAUNetMethod
+
+        return APPAUNetMethod
+
+    def load_predictor(self, best, device):
+        from multimix.methods.appaunet.training import load_predictor
+
+        return load_predictor(best, device)
+
+    def evaluate(self, cfg, spec, device):
+        import torch
+
+        from multimix import paths, testsets
+
+        model = self.load_predictor(torch.load(paths.best(cfg, spec.name), map_location=device, weights_only=True),
+                                    device)
+        return testsets.evaluate(cfg, spec, model, device)
+
+    def summary_lines(self, run, summary):
+        from multimix import testsets
+
+        return testsets.summary_lines(run, summary)
+
+    def report(self, cfg, runs, out):
+        from multimix.methods.appaunet import report
+
+        return report.report(cfg, runs, out)
+
+
+PLUGIN = APPAUNetPlugin()

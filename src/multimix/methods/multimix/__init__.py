@@ -1,0 +1,60 @@
+"""MultiMix (seeds 001-002, Haque et al.) and the eight baselines of its paper: one network for
+pneumonia classification and lung segmentation from few labels.
+
+  presets.py     the nine variants (U-Net, Enc, Enc-SSL, Enc-MM, UMTL, UMTL-S, UMTL-SSL,
+                 UMTL-SSL-S, MultiMix): five switches of one network
+  network.py     the shared encoder, classifier head, decoder and the saliency bridge
+  training.py    the trainer: one step with the efficient schedule, validation, figures
+  report.py      its paper's Tables 2-3, claims, bridge sensitivity, saliency localisation
+  paper_tables.csv  the paper's values, transcribed
+Its parameters are the shared `model` and `train.loss` / `train.mixmatch` keys (the project
+began as MultiMix's pipeline).
+"""
+
+from __future__ import annotations
+
+from multimix.methods.base import MethodPlugin
+from multimix.methods.multimix.presets import PRESETS
+
+
+class MultiMixPlugin(MethodPlugin):
+    name = "multimix"
+    presets = PRESETS
+    test_set_results = True
+    featured_presets = ("multimix",)
+
+    def trainer(self, spec):
+        from multimix.methods.multimix.training import MultiMixMethod
+
+        return MultiMixMethod
+
+    def load_predictor(self, best, device):
+        from multimix.methods.multimix.training import load_predictor
+
+        return load_predictor(best, device)
+
+    def evaluate(self, cfg, spec, device):
+        import torch
+
+        from multimix import paths, testsets
+
+        model = self.load_predictor(torch.load(paths.best(cfg, spec.name), map_location=device, weights_only=True),
+                                    device)
+
+        def without_saliency(x):  # the bridge's ablation: the decoder with its saliency channel zeroed
+            return model(x, with_classifier=False, zero_saliency=True).mask_logits
+
+        return testsets.evaluate(cfg, spec, model, device, ablation=without_saliency if model.bridge else None)
+
+    def summary_lines(self, run, summary):
+        from multimix import testsets
+
+        return testsets.summary_lines(run, summary)
+
+    def report(self, cfg, runs, out):
+        from multimix.methods.multimix import report
+
+        return report.report(cfg, runs, out)
+
+
+PLUGIN = MultiMixPlugin()
