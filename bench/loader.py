@@ -1,7 +1,7 @@
 """Images/s the HDF5 loader sustains, against what a training step consumes.
 
 Writes a temporary HDF5 file in the exact format of `multimix preprocess`
-(256x256 float32 images and uint8 masks, one LZF chunk per image), then
+(256x256 float32 images and uint8 masks, one deflate chunk per image), then
 iterates it with a shuffled torch DataLoader at batch 10 (the paper's batch
 per stream) with 0 and 2 worker processes, and as `train.data_on_device`
 serves it: read once onto the device (CUDA if present, else CPU), one
@@ -32,7 +32,7 @@ def write_file(path: Path, n: int, size: int = 256) -> None:
     writer = H5Writer(path, n, size, with_masks=True, attrs={"size": size})
     yy, xx = np.mgrid[0:size, 0:size] / size
     for i in range(n):
-        # smooth structure plus noise, so LZF compresses about as well as on X-rays
+        # smooth structure plus noise, so deflate compresses about as well as on X-rays
         image = (0.5 + 0.3 * np.sin(6 * xx + i) * np.cos(4 * yy) + 0.05 * rng.standard_normal((size, size)))
         mask = ((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.1).astype(np.uint8)
         writer.append({"id": f"bench/{i:05d}", "label": i % 2, "official_split": "train"},

@@ -27,9 +27,9 @@ temporary name and renamed only when complete, so a killed run never leaves a
 valid-looking partial file (the next run starts over). Datasets: `images`
 (N,S,S) float32, `masks` (N,S,S) uint8 where the source has masks, `labels`
 (N,) int8 (-1 unknown), `ids` and `splits` (N,) strings, chunked one image per
-chunk, LZF-compressed. Seed 004's multi-label sources (CheXpert, CheXlocalize) store
-`labels` (N, 10) float32 — the ten pathologies' raw labels 1 / 0 / -1, NaN = blank,
-the uncertainty policy being a training choice — `masks` (N, 10, S, S) uint8 where
+chunk, deflate-compressed (level 1: deterministic, unlike h5py's LZF). Seed 004's
+multi-label sources (CheXpert, CheXlocalize) store `labels` (N, 10) float32 — the ten
+pathologies' raw labels 1 / 0 / -1, NaN = blank, the uncertainty policy being a training choice — `masks` (N, 10, S, S) uint8 where
 CheXlocalize has masks (each pathology by the same area rule), and `native_hw` (N, 2),
 the image's own size, at which CheXlocalize's masks are scored. Manifest rows that fail to decode are listed in
 `preprocess_rejected.csv` with the reason.
@@ -209,16 +209,19 @@ class H5Writer:
         self.partial.unlink(missing_ok=True)
         self.file = h5py.File(self.partial, "w", track_order=True)
         self.count = 0
-        common = dict(track_times=False)  # byte-identical output for identical input
+        # byte-identical output for identical input: no timestamps, and deflate, not LZF (h5py's
+        # LZF leaves its hash table uninitialised, so the same chunk can compress to other bytes)
+        common = dict(track_times=False)
+        packed = dict(common, compression="gzip", compression_opts=1)
         chunk = (1, size, size)
         self.images = self.file.create_dataset("images", (capacity, size, size), np.float32, chunks=chunk,
-                                               maxshape=(None, size, size), compression="lzf", shuffle=True, **common)
+                                               maxshape=(None, size, size), shuffle=True, **packed)
         self.masks = self.native = None
         planes = (PATHOLOGIES,) if multilabel else ()
         if with_masks:
             self.masks = self.file.create_dataset("masks", (capacity, *planes, size, size), np.uint8,
                                                   chunks=(1, *planes, size, size), maxshape=(None, *planes, size, size),
-                                                  compression="lzf", **common)
+                                                  **packed)
         if multilabel:
             self.labels = self.file.create_dataset("labels", (capacity, PATHOLOGIES), np.float32,
                                                    maxshape=(None, PATHOLOGIES), **common)

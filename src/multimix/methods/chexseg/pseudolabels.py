@@ -186,7 +186,8 @@ def write_pseudo_labels(cfg, cam: str, device: str | None = None, log=print) -> 
     partial = out.with_name(out.name + ".partial")
     with h5py.File(partial, "w", track_order=True) as f:
         f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype(), track_times=False)
-        f.create_dataset("masks", data=masks, chunks=(1, *masks.shape[1:]), compression="lzf", track_times=False)
+        f.create_dataset("masks", data=masks, chunks=(1, *masks.shape[1:]), compression="gzip", compression_opts=1,
+                         track_times=False)  # deflate: LZF can write the same masks as other bytes
         f.attrs.update({"complete": True, "size": int(data.size), "classifier": cam, "threshold": s4.threshold,
                         "gate": s4.gate, "masks_sha256": hashlib.sha256(masks.tobytes()).hexdigest()})
     os.replace(partial, out)
