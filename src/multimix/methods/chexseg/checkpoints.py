@@ -19,7 +19,7 @@ def pseudo_label_file(cfg) -> Path:
     return Path(cfg.seed004.pseudo_dir) / PSEUDO_LABELS
 
 
-def _weights(best: dict) -> dict:
+def net_weights(best: dict) -> dict:
     """The network of a seed-004 best.pt."""
     if "net" not in best:
         raise InputError("not a seed-004 checkpoint (no 'net' weights)")

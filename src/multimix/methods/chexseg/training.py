@@ -29,7 +29,7 @@ from multimix.data.layout import CHEXLOCALIZE_PATHOLOGIES
 from multimix.data.loader import PathologyImages
 from multimix.errors import InputError
 from multimix.methods.base import Method
-from multimix.methods.chexseg.checkpoints import load_predictor, pathology_aucs, pseudo_label_file  # noqa: F401
+from multimix.methods.chexseg.checkpoints import load_predictor, net_weights, pathology_aucs, pseudo_label_file  # noqa: F401
 from multimix.methods.chexseg.network import CAM_LAYER, DeepLabV3Plus, pathology_classifier
 from multimix.methods.chexseg.pseudolabels import cams
 from multimix.streams import TrainingStreams
@@ -101,13 +101,13 @@ class ChexsegMethod(Method):
             self.net = DeepLabV3Plus().to(device)
             if v.init == "classifier":
                 path = _best(cfg, "pathology_resnet18")
-                self.net.init_encoder_from(_weights(torch.load(path, map_location=device, weights_only=True)))
+                self.net.init_encoder_from(net_weights(torch.load(path, map_location=device, weights_only=True)))
                 self._inputs.append(path)
             lr = s4.distill_lr if self.role == "student" else s4.segmentation_lr
             if self.role == "student":
                 path = _best(cfg, f"teacher_{v.init}")
                 self.teacher = DeepLabV3Plus().to(device)
-                self.teacher.load_state_dict(_weights(torch.load(path, map_location=device, weights_only=True)))
+                self.teacher.load_state_dict(net_weights(torch.load(path, map_location=device, weights_only=True)))
                 self.teacher.eval()
                 self._inputs.append(path)
             if self.role == "segmenter":
