@@ -18,7 +18,8 @@ from multimix.data.acquire import synthesise
 from multimix.data.harmonise import harmonise, write_outputs
 from multimix.data.preprocess import preprocess
 from multimix.data.split import write_splits
-from multimix.methods.chexseg.training import ChexsegStreams, pseudo_label_file
+from multimix.methods.chexseg.checkpoints import pseudo_label_file
+from multimix.methods.chexseg.training import ChexsegStreams
 from multimix.study import find_run
 from multimix.training.loop import train
 

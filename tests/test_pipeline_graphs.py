@@ -186,7 +186,7 @@ def test_same_stages(graphs):
 def test_dvc_code_stage_rewrites_the_manifests_on_any_source_change(graphs):
     dvc, _ = graphs
     assert dvc["code"]["deps"] == {"src/multimix"} and dvc["code"]["outs"] == {CODE}
-    assert dvc["code"]["cmds"] == {f"multimix -q --log data/logs/code.log code"}
+    assert dvc["code"]["cmds"] == {"multimix -q --log data/logs/code.log code"}
 
 
 def test_same_commands_call_the_multimix_cli(graphs):

@@ -64,12 +64,9 @@ class ToyPlugin(MethodPlugin):
         return net.eval()
 
     def evaluate(self, cfg, spec, device):
-        import torch
+        from multimix import testsets
 
-        from multimix import paths, testsets
-
-        best = torch.load(paths.best(cfg, spec.name), map_location=device, weights_only=True)
-        return testsets.evaluate(cfg, spec, self.load_predictor(best, device), device)
+        return testsets.evaluate(cfg, spec, self.load_best(cfg, spec, device), device)
 
     def summary_lines(self, run, summary):
         return [f"{run} — {dataset}: Dice {values['dice']:.4f}" for dataset, values in summary.items()]

@@ -67,13 +67,25 @@ class MethodPlugin:
         """The trained networks of a best.pt, ready for evaluation or use."""
         raise NotImplementedError
 
+    def load_best(self, cfg: "Config", spec: RunSpec, device):
+        """Run `spec`'s best.pt, read onto `device` as the method's predictor."""
+        import torch
+
+        from multimix import paths
+
+        return self.load_predictor(torch.load(paths.best(cfg, spec.name), map_location=device, weights_only=True),
+                                   device)
+
     def evaluate(self, cfg: "Config", spec: RunSpec, device) -> tuple["pd.DataFrame", dict, dict]:
         """(per-image rows, summary per test set, example arrays) of a trained run."""
         raise NotImplementedError
 
     def summary_lines(self, run: str, summary: dict) -> list[str]:
-        """What `multimix evaluate` prints of a run's summary."""
-        return [f"{run}: {key}" for key in summary]
+        """What `multimix evaluate` prints of a run's summary: by default that of the shared test
+        sets (`multimix.testsets`), one line per test set."""
+        from multimix import testsets
+
+        return testsets.summary_lines(run, summary)
 
     # -- report and commands --------------------------------------------------
     def report(self, cfg: "Config", runs: list[RunSpec], out: Path) -> list[Path]:

@@ -37,18 +37,9 @@ class APPAUNetPlugin(MethodPlugin):
         return load_predictor(best, device)
 
     def evaluate(self, cfg, spec, device):
-        import torch
-
-        from multimix import paths, testsets
-
-        model = self.load_predictor(torch.load(paths.best(cfg, spec.name), map_location=device, weights_only=True),
-                                    device)
-        return testsets.evaluate(cfg, spec, model, device)
-
-    def summary_lines(self, run, summary):
         from multimix import testsets
 
-        return testsets.summary_lines(run, summary)
+        return testsets.evaluate(cfg, spec, self.load_best(cfg, spec, device), device)
 
     def report(self, cfg, runs, out):
         from multimix.methods.appaunet import report

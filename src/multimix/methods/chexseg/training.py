@@ -29,7 +29,7 @@ from multimix.data.layout import CHEXLOCALIZE_PATHOLOGIES
 from multimix.data.loader import PathologyImages
 from multimix.errors import InputError
 from multimix.methods.base import Method
-from multimix.methods.chexseg.checkpoints import load_predictor, net_weights, pathology_aucs, pseudo_label_file  # noqa: F401
+from multimix.methods.chexseg.checkpoints import net_weights, pathology_aucs, pseudo_label_file
 from multimix.methods.chexseg.network import CAM_LAYER, DeepLabV3Plus, pathology_classifier
 from multimix.methods.chexseg.pseudolabels import cams
 from multimix.streams import TrainingStreams

@@ -34,22 +34,14 @@ class MultiMixPlugin(MethodPlugin):
         return load_predictor(best, device)
 
     def evaluate(self, cfg, spec, device):
-        import torch
+        from multimix import testsets
 
-        from multimix import paths, testsets
-
-        model = self.load_predictor(torch.load(paths.best(cfg, spec.name), map_location=device, weights_only=True),
-                                    device)
+        model = self.load_best(cfg, spec, device)
 
         def without_saliency(x):  # the bridge's ablation: the decoder with its saliency channel zeroed
             return model(x, with_classifier=False, zero_saliency=True).mask_logits
 
         return testsets.evaluate(cfg, spec, model, device, ablation=without_saliency if model.bridge else None)
-
-    def summary_lines(self, run, summary):
-        from multimix import testsets
-
-        return testsets.summary_lines(run, summary)
 
     def report(self, cfg, runs, out):
         from multimix.methods.multimix import report
