@@ -55,7 +55,7 @@ def make_batch(size: int, device) -> dict:
 
 def naive_step(model: MultiMixNet, batch: dict, cfg: Config, gen: torch.Generator) -> torch.Tensor:
     """The reference schedule: all five streams through saliency + encoder + decoder."""
-    lc = cfg.train.loss
+    lc = cfg.multimix.loss
     x_l = augment.weak(batch["cls_l"]["image"], gen)
     x_u = batch["cls_u"]["image"]
     x_w, x_s = augment.weak(x_u, gen), augment.strong(x_u, gen, cfg.train.strong_max_ops)

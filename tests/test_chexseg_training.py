@@ -18,6 +18,7 @@ from multimix.data.acquire import synthesise
 from multimix.data.harmonise import harmonise, write_outputs
 from multimix.data.preprocess import preprocess
 from multimix.data.split import write_splits
+from multimix.methods import method_subsets
 from multimix.methods.chexseg.checkpoints import pseudo_label_file
 from multimix.methods.chexseg.training import ChexsegStreams
 from multimix.study import find_run
@@ -32,13 +33,13 @@ def params(folder, **train):
     return write_params(
         folder, data={"datasets": ["chexpert", "chexlocalize"]}, synth={"counts": COUNTS},
         preprocess={"size": 32, "workers": 1, "processed_dir": str(folder / "processed")},
-        split={"split_dir": str(folder / "splits"), "chexseg_pseudo_labelled": 3, "chexseg_trials": [0, 1],
-               "chexseg_unlabelled": [0.5], "chexseg_expert_val": 0.34},
+        split={"split_dir": str(folder / "splits"), "chexlocalize_val": 0.34},
         study={"name": "chexseg-tiny", "presets": {"segmentation": [], "classification": [], "multitask": []},
                "segmentation_labels": [], "classification_labels": [], "multitask_labels": [],
                "chexseg": {"classifiers": ["resnet18"], "cam": ["resnet18"], "p": [0.5], "trials": [0, 1],
                            "init": "random", "distill_inits": ["random"], "distill_unlabelled": [0.5]}},
-        seed004={"classifier_batch": 2, "segmentation_batch": 2, "pseudo_dir": str(folder / "pseudo")},
+        seed004={"classifier_batch": 2, "segmentation_batch": 2, "pseudo_dir": str(folder / "pseudo"),
+                 "subsets": {"pseudo_labelled": 3, "trials": [0, 1], "unlabelled": [0.5]}},
         train={"epochs": 2, "steps_per_epoch": 2, "figures": 1, "runs_dir": str(folder / "runs"),
                "checkpoint_dir": str(folder / "checkpoints"), **train},
     )
@@ -51,7 +52,7 @@ def chexseg_project(tmp_path_factory):
     synthesise(cfg, show_progress=False)
     write_outputs(cfg.interim_dir, *harmonise(cfg))
     preprocess(cfg)
-    splits = write_splits(cfg)
+    splits = write_splits(cfg, lambda partitions: method_subsets(cfg, partitions))
     # pseudo-labels by hand: image k of the file gets a mask whose pathology-c plane is all c == k % 10
     ids = sorted({i for trial in splits["subsets"]["chexseg"]["pseudo"].values() for i in trial})
     masks = np.zeros((len(ids), 10, 32, 32), np.uint8)

@@ -69,7 +69,7 @@ def test_every_field_rejects_a_wrong_type_in_one_line(key, hint):
     ("train.batch_size", "ten", "expected an integer"),
     ("train.lr", "fast", "expected a number"),
     ("train.device", "tpu", "expected one of auto, cpu, cuda"),
-    ("model.saliency_norm", "l2", "expected one of none, max, p99"),
+    ("multimix.saliency_norm", "l2", "expected one of none, max, p99"),
     ("data.datasets", ["jsrt", "chest"], "expected a list of"),
     ("study.multitask_labels", [{"segmentation": 10, "clasification": 100}], "unknown key(s) clasification"),
 ])
@@ -92,7 +92,7 @@ def test_numbers_written_as_yaml_strings_are_numbers(tmp_path):
 def test_values_out_of_range(tmp_path):
     for key, value, fragment in [("train.epochs", 0, "train.epochs is 0; expected an integer >= 1"),
                                  ("train.lr", -1, "train.lr is -1.0; expected a number > 0"),
-                                 ("train.loss.threshold", 1.5, "train.loss.threshold is 1.5"),
+                                 ("multimix.loss.threshold", 1.5, "multimix.loss.threshold is 1.5"),
                                  ("cluster.gpu_jobs.cpus", 0, "cluster.gpu_jobs: expected gpus >= 0 and cpus")]:
         raw = base()
         set_key(raw, key, value)

@@ -229,7 +229,7 @@ def test_a_tiny_chexseg_p_sweep_under_dvc(tmp_path):
     params["synth"]["counts"] = CHEXSEG_TINY
     params["harmonise"]["workers"] = 1
     params["preprocess"].update(size=32, workers=1)
-    params["split"].update(chexseg_pseudo_labelled=3, chexseg_trials=[0], chexseg_unlabelled=[0.5])
+    params["seed004"]["subsets"].update(pseudo_labelled=3, trials=[0], unlabelled=[0.5])
     # one classifier (ResNet18: Grad-CAM source and encoder init) keeps CI within its time; the study
     # file's DenseNet121 is the same stage with another --classifier
     params["study"]["chexseg"].update(classifiers=["resnet18"], cam=["resnet18"], p=[0, 1], trials=[0])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from multimix.config import SplitConfig
+from multimix.errors import InputError
 from multimix.data import layout
 from multimix.data.split import cohort_labels, digest, make_splits, partition_counts
 
@@ -29,6 +31,7 @@ def tiny_table() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "dataset", "label", "official_split"])
 
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY_CFG = SplitConfig(segmentation_sizes=(4, 8, "full"), classification_sizes=(10, 20, "full"), repeats=(0, 1, 2))
 
 
@@ -192,3 +195,38 @@ def test_jsrt_scr_folds_give_table1_exactly():
     assert (len(parts["train"]), len(parts["val"]), len(parts["test"])) == (111, 13, 123)
     fold2 = set(table.loc[table.official_split == "fold2", "id"])
     assert set(parts["test"]) == fold2 and not (set(parts["train"]) | set(parts["val"])) & fold2
+
+
+def chexseg_table() -> pd.DataFrame:
+    rows = [(f"chexpert/train/patient{i:05d}/study1/view1_frontal", "chexpert", -1, "train") for i in range(300)]
+    rows += [(f"chexpert/valid/patient{i:05d}/study1/view1_frontal", "chexpert", -1, "valid") for i in range(20)]
+    rows += [(f"chexlocalize/val/patient{i:05d}", "chexlocalize", -1, "val") for i in range(40)]
+    rows += [(f"chexlocalize/test/patient{i:05d}", "chexlocalize", -1, "test") for i in range(30)]
+    return pd.DataFrame(rows, columns=["id", "dataset", "label", "official_split"])
+
+
+# The seed-004 subsets of the fixture above, as data/split.py drew them before they moved into
+# methods/chexseg/ (pinned: the move, or any later change, must draw the same images)
+EXPECTED_CHEXSEG_DIGEST = "0ea7e2d117d7cc1b455e1ace69871a7d73af3010e50c781e28d52374bcbf522a"
+
+
+def test_a_methods_subsets_come_from_its_plugin_under_its_name():
+    from multimix.config import load_config
+    from multimix.methods import describe_subsets, method_subsets
+    from multimix.data.split import describe
+
+    cfg = load_config(ROOT / "params.yaml")
+    table = chexseg_table()
+    assert set(make_splits(table, cfg.split)["subsets"]) == set()  # this layer draws none itself
+    splits = make_splits(table, cfg.split, lambda partitions: method_subsets(cfg, partitions))
+    info = splits["subsets"]["chexseg"]
+    pool = set(splits["partitions"]["chexpert"]["train"])
+    assert {t: len(ids) for t, ids in info["pseudo"].items()} == {"0": 100, "1": 100, "2": 100}
+    assert all(set(ids) <= pool for ids in info["pseudo"].values())
+    one, ten = (set(info["unlabelled"][u]) for u in ("0.01", "0.1"))
+    assert len(one) == 3 and len(ten) == 30 and one <= ten  # nested shares
+    assert digest(info) == EXPECTED_CHEXSEG_DIGEST
+    assert len(splits["partitions"]["chexlocalize"]["val"]) == 4  # split.chexlocalize_val of 40
+    assert describe(splits, describe_subsets)[-1].startswith("chexseg (chexpert train, pool 300): pseudo-labelled")
+    with pytest.raises(InputError, match="named 'segmentation'"):
+        make_splits(tiny_table(), TINY_CFG, lambda partitions: {"segmentation": {}})

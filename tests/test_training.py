@@ -244,7 +244,7 @@ def test_train_run_logs_to_mlflow_and_writes_plain_checkpoints(project, monkeypa
     for key in ("loss_total", "loss_dice", "loss_seg_consistency", "loss_cls_unlabelled", "pseudo_label_rate",
                 "lr", "val_dice", "val_accuracy", "images_per_s"):
         assert key in run.data.metrics, key
-    assert run.data.params["train.loss.threshold"] == "0.7" and run.data.tags["preset"] == "multimix"
+    assert run.data.params["multimix.loss.threshold"] == "0.7" and run.data.tags["preset"] == "multimix"
     assert len(run.data.tags["data_digest"]) == 64
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

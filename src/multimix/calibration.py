@@ -125,6 +125,7 @@ def run_project(params: dict, folder: Path, log=print) -> list[dict]:
     from multimix.data.preprocess import preprocess
     from multimix.data.split import write_splits
     from multimix.evaluation import evaluate
+    from multimix.methods import method_subsets
     from multimix.study import run_names
     from multimix.training.loop import train
 
@@ -143,7 +144,7 @@ def run_project(params: dict, folder: Path, log=print) -> list[dict]:
     manifest, rejected, summaries = harmonise(cfg)
     write_outputs(cfg.interim_dir, manifest, rejected, summaries)
     preprocess(cfg)
-    write_splits(cfg)
+    write_splits(cfg, lambda partitions: method_subsets(cfg, partitions))
     rows = []
     for run in run_names(cfg):
         summary = train(cfg, run, show_progress=False, log=log, use_mlflow=False)

@@ -127,9 +127,10 @@ def cmd_preprocess(args, cfg: Config) -> None:
 
 def cmd_split(args, cfg: Config) -> None:
     from multimix.data.split import describe, digest, write_splits
+    from multimix.methods import describe_subsets, method_subsets
 
-    splits = write_splits(cfg)
-    for line in describe(splits):
+    splits = write_splits(cfg, lambda partitions: method_subsets(cfg, partitions))
+    for line in describe(splits, describe_subsets):
         print(line)
     print(f"wrote {cfg.split_dir / 'splits.json'} (sha256 of canonical form {digest(splits)[:16]}…)")
 

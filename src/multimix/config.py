@@ -108,15 +108,9 @@ class SplitConfig:
     segmentation_sizes: tuple[int | Literal["full"], ...] = (10, 50, "full")
     classification_sizes: tuple[int | Literal["full"], ...] = (100, 1000, "full")
     repeats: tuple[int, ...] = (0, 1, 2, 3, 4)  # one subset draw per repeat seed
-    # Seed 004 (CheXseg, when data.datasets has chexpert and chexlocalize): per trial seed, the
-    # CheXpert train images that get Grad-CAM pseudo-labels (the paper: 3 trials of 100), and the
-    # shares of CheXpert train given to distillation students as unlabelled images.
-    chexseg_pseudo_labelled: int = 100
-    chexseg_trials: tuple[int, ...] = (0, 1, 2)
-    chexseg_unlabelled: tuple[float, ...] = (0.01, 0.1)
-    # Share of CheXlocalize's val images (our expert-annotated training pool) held out for
-    # checkpoint selection.
-    chexseg_expert_val: float = 0.1
+    # Share of CheXlocalize's val images (its expert-annotated pool, split into train and val)
+    # held out for checkpoint selection.
+    chexlocalize_val: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -164,31 +158,6 @@ StudyConfig.__module__ = __name__
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    # Per-image scaling of the saliency map before the bridge: none (the
-    # reference: raw gradients, ~40x smaller than the image), max (divide by
-    # the image's own maximum) or p99 (by its 99th percentile, clipped to 1).
-    saliency_norm: Literal["none", "max", "p99"] = "p99"
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    threshold: float = 0.7  # t: pseudo-label confidence
-    lambda_u: float = 0.25  # λ: unlabelled classification weight
-    alpha: float = 5.0  # α: Dice weight
-    beta: float = 0.01  # β: segmentation consistency weight
-
-
-@dataclass(frozen=True)
-class MixMatchConfig:
-    augmentations: int = 2  # K
-    temperature: float = 0.5  # T
-    alpha: float = 0.75  # Beta(α, α) for MixUp
-    lambda_u: float = 75.0
-    rampup_epochs: int = 4  # λ_u ramps up linearly over these epochs
-
-
-@dataclass(frozen=True)
 class TrainConfig:
     runs_dir: str = "data/runs"  # results: best.pt, history.csv, metrics.json, figures (pipeline outputs)
     # Resume state and bookkeeping (last.pt, run_info.json): not outputs. Kept apart so that
@@ -211,8 +180,6 @@ class TrainConfig:
     # GPU where they take under half its free memory, else the DataLoader; off; float32; float16.
     data_on_device: Literal["auto", "off", "float32", "float16"] = "auto"
     figures: int = 4  # validation images drawn into saliency/mask figures
-    loss: LossConfig = field(default_factory=LossConfig)
-    mixmatch: MixMatchConfig = field(default_factory=MixMatchConfig)
 
 
 @dataclass(frozen=True)
@@ -280,7 +247,7 @@ class _Paths:
 # order) after `train`, where a reader of params.yaml finds them.
 _SHARED_BEFORE = [("data", DataConfig), ("synth", SynthConfig), ("download", DownloadConfig),
                   ("harmonise", HarmoniseConfig), ("preprocess", PreprocessConfig), ("split", SplitConfig),
-                  ("study", StudyConfig), ("model", ModelConfig), ("train", TrainConfig)]
+                  ("study", StudyConfig), ("train", TrainConfig)]
 _SHARED_AFTER = [("evaluate", EvaluateConfig), ("report", ReportConfig), ("cluster", ClusterConfig)]
 Config = dataclasses.make_dataclass(
     "Config", [(name, cls, field(default_factory=cls)) for name, cls in _SHARED_BEFORE] + _method_fields("sections")
@@ -423,18 +390,7 @@ def _validate(cfg: Config, where: str) -> None:
         need(getattr(tc, name) >= 0, f"train.{name} is {getattr(tc, name)!r}; expected an integer >= 0")
     need(tc.lr > 0, f"train.lr is {tc.lr!r}; expected a number > 0")
     need(0 < tc.lr_gamma <= 1, f"train.lr_gamma is {tc.lr_gamma!r}; expected a number in (0, 1]")
-    need(0 <= tc.loss.threshold <= 1, f"train.loss.threshold is {tc.loss.threshold!r}; expected a number in [0, 1]")
-    for name in ("lambda_u", "alpha", "beta"):
-        value = getattr(tc.loss, name)
-        need(value >= 0, f"train.loss.{name} is {value!r}; expected a number >= 0")
-    mm = tc.mixmatch
-    need(mm.augmentations >= 1 and mm.temperature > 0 and mm.alpha >= 0 and mm.lambda_u >= 0
-         and mm.rampup_epochs >= 0, "train.mixmatch: augmentations >= 1, temperature > 0, alpha, lambda_u and "
-         "rampup_epochs >= 0 expected")
-    sp = cfg.split
-    need(sp.chexseg_pseudo_labelled >= 1, "split.chexseg_pseudo_labelled must be >= 1")
-    need(all(0 < f <= 1 for f in sp.chexseg_unlabelled), "split.chexseg_unlabelled: shares in (0, 1] expected")
-    need(0 < sp.chexseg_expert_val < 1, "split.chexseg_expert_val: a share in (0, 1) expected")
+    need(0 < cfg.split.chexlocalize_val < 1, "split.chexlocalize_val: a share in (0, 1) expected")
     validate_study(cfg, where)  # the study's groups, then each method's own checks
 
 

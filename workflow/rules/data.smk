@@ -64,7 +64,7 @@ rule split:
     output:
         SPLITS,
     params:
-        p=param_slice("split"),
+        p=param_slice("split", "seed004.subsets"),  # and the methods' own subsets (MethodPlugin.subsets)
     threads: job_threads("cpu_jobs")
     resources:
         **job_resources("cpu_jobs"),

@@ -61,7 +61,7 @@ rule report:
         report(directory(f"{REPORT}/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
                category="MultiMix"),
     params:
-        p=param_slice("study", "model.saliency_norm", "preprocess.size", "train.epochs", "train.steps_per_epoch",
+        p=param_slice("study", "multimix.saliency_norm", "preprocess.size", "train.epochs", "train.steps_per_epoch",
                       "train.batch_size", "train.lr", "train.lr_step_epochs", "train.lr_gamma", "report.dir"),
     threads: job_threads("cpu_jobs")
     resources:

@@ -3,9 +3,8 @@
 # runs (study.chexseg) read other files and settings, as their DVC stages list.
 
 TRAIN_SETTINGS = [
-    "study.name", "model", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.batch_size", "train.lr",
-    "train.lr_step_epochs", "train.lr_gamma", "train.strong_max_ops", "train.data_on_device", "train.loss", "train.mixmatch",
-    "seed003",
+    "study.name", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.batch_size", "train.lr",
+    "train.lr_step_epochs", "train.lr_gamma", "train.strong_max_ops", "train.data_on_device", "multimix", "seed003",
 ]
 CHEXSEG_SETTINGS = ["study.name", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.data_on_device", "seed004"]
 

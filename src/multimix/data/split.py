@@ -27,14 +27,14 @@ seeded draw (JSRT's SCR folds are MultiMix's protocol, not seed 003's):
         615 / 69 / 228 for the same 912 images; the union keeps every source's
         split as in its own dataset, so that CCX test holds no MCX/SCX/JCX
         training image)
-Seed 004's (CheXseg) sources:
+Seed 004's sources:
   chexpert      official train / valid (CheXpert's test set is CheXlocalize's)
   chexlocalize  train / val drawn from CheXlocalize's val images (the expert-annotated
-        pool; `split.chexseg_expert_val` of it, at least one, held out for checkpoint
+        pool; `split.chexlocalize_val` of it, at least one, held out for checkpoint
         selection), test = CheXlocalize's test images
-  and per trial seed (`split.chexseg_trials`) the `split.chexseg_pseudo_labelled` CheXpert
-  train images that get pseudo-labels, per share (`split.chexseg_unlabelled`) the
-  distillation students' unlabelled CheXpert train images (nested: 1% within 10%).
+A method may draw subsets of its own from the partitions (`MethodPlugin.subsets`, passed in by
+the caller as `method_subsets`: this layer knows no method); they are stored beside the
+labelled subsets under the method's name.
 Proportional scaling keeps the paper's train and val fractions (rounded, at
 least one val image when there are three or more) and gives the rest to test,
 so the real counts reproduce Table 1 exactly.
@@ -58,7 +58,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import h5py
 import pandas as pd
@@ -71,7 +71,7 @@ if TYPE_CHECKING:  # types only: config sits above the data stages
 
 # Table 1 (train, val, test) for the sources partitioned by proportion.
 PAPER_PARTITIONS = {"jsrt": (111, 13, 123), "mcu": (93, 10, 35), "shenzhen": (355, 40, 132)}
-SEED003_PARTITIONS = {"jsrt": (166, 19, 62), "mcu": (93, 10, 35), "shenzhen": (355, 40, 132)}
+COHORT_PARTITIONS = {"jsrt": (166, 19, 62), "mcu": (93, 10, 35), "shenzhen": (355, 40, 132)}
 VAL_PER_CLASS = 8  # CheX val drawn from train when there is no val folder: Table 1's 8 + 8
 FORMAT_VERSION = 1
 
@@ -149,7 +149,7 @@ def cohort_partitions(table: pd.DataFrame, seed: int) -> dict[str, dict[str, lis
     present = set(table["dataset"])
     per_source = {source: proportional(table.loc[table["dataset"] == source, "id"].tolist(), paper,
                                        f"partition-seed003/{source}", seed)
-                  for source, paper in SEED003_PARTITIONS.items() if source in present}
+                  for source, paper in COHORT_PARTITIONS.items() if source in present}
     out = {}
     for cohort, members in layout.COHORTS.items():
         if all(m in per_source for m in members):
@@ -191,10 +191,12 @@ def labelled_subsets(pool: list[str], sizes, repeats, purpose: str, labels: dict
     return result
 
 
-def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> dict:
-    """`table`: one row per preprocessed image with id, dataset, label (-1 unknown), official_split."""
+def make_splits(table: pd.DataFrame, cfg: SplitConfig,
+                method_subsets: Callable[[dict], dict[str, dict]] | None = None) -> dict:
+    """`table`: one row per preprocessed image with id, dataset, label (-1 unknown), official_split;
+    `method_subsets(partitions)`: the methods' own subsets by method name."""
     datasets = sorted(set(table["dataset"]))
-    partitions = {d: partition(table, d, cfg.seed, cfg.chexseg_expert_val) for d in datasets}
+    partitions = {d: partition(table, d, cfg.seed, cfg.chexlocalize_val) for d in datasets}
     partitions |= cohort_partitions(table, cfg.seed)
     subsets = {}
     seg, cls = cfg.segmentation_dataset, cfg.classification_dataset
@@ -210,16 +212,10 @@ def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> dict:
         subsets["classification"] = {"dataset": cls, "pool_size": len(pool),
                                      "sizes": labelled_subsets(pool, cfg.classification_sizes, cfg.repeats,
                                                                "labeled/classification", labels)}
-    if "chexpert" in partitions:
-        pool = partitions["chexpert"]["train"]
-        subsets["chexseg"] = {
-            "dataset": "chexpert", "pool_size": len(pool),
-            "pseudo": {str(t): sorted(hash_order(pool, "chexseg/pseudo", t)[:cfg.chexseg_pseudo_labelled])
-                       for t in cfg.chexseg_trials},
-            "unlabelled": {str(float(u)): sorted(hash_order(pool, "chexseg/unlabelled", cfg.seed)
-                                                 [:max(1, round(float(u) * len(pool)))])
-                           for u in cfg.chexseg_unlabelled},
-        }
+    for name, info in (method_subsets(partitions) if method_subsets else {}).items():
+        if name in subsets:
+            raise InputError(f"split: a method's subsets are named {name!r}, as the shared labelled subsets")
+        subsets[name] = info
     return {"format_version": FORMAT_VERSION, "seed": cfg.seed, "repeats": list(cfg.repeats),
             "partitions": partitions, "subsets": subsets}
 
@@ -257,9 +253,9 @@ def read_processed_table(processed_dir: Path, datasets) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def write_splits(cfg: Config) -> dict:
+def write_splits(cfg: Config, method_subsets: Callable[[dict], dict[str, dict]] | None = None) -> dict:
     table = read_processed_table(cfg.processed_dir, cfg.data.datasets)
-    splits = make_splits(table, cfg.split)
+    splits = make_splits(table, cfg.split, method_subsets)
     cfg.split_dir.mkdir(parents=True, exist_ok=True)
     path = cfg.split_dir / "splits.json"
     tmp = path.with_name(path.name + ".partial")
@@ -268,15 +264,14 @@ def write_splits(cfg: Config) -> dict:
     return splits
 
 
-def describe(splits: dict) -> list[str]:
+def describe(splits: dict, describe_method: Callable[[str, dict], str] | None = None) -> list[str]:
+    """Lines of `multimix split`'s output; a method's own subsets by `describe_method(name, info)`."""
     lines = []
     for dataset, parts in splits["partitions"].items():
         lines.append(f"{dataset}: " + " / ".join(f"{len(parts[p])} {p}" for p in ("train", "val", "test")))
     for task, info in splits["subsets"].items():
-        if task == "chexseg":
-            lines.append(f"chexseg (chexpert train, pool {info['pool_size']}): pseudo-labelled "
-                         + ", ".join(f"trial {t}: {len(v)}" for t, v in info["pseudo"].items()) + "; unlabelled "
-                         + ", ".join(f"{u}: {len(v)}" for u, v in info["unlabelled"].items()))
+        if task not in ("segmentation", "classification"):
+            lines.append(describe_method(task, info) if describe_method else f"{task}: subsets {', '.join(sorted(info))}")
             continue
         sizes = ", ".join(f"{s['size']}{' (clamped from ' + name + ')' if s['clamped'] else ''}"
                           for name, s in info["sizes"].items())

@@ -65,6 +65,16 @@ def method_class(spec: runs.RunSpec) -> type[Method]:
     return plugin_of(spec).trainer(spec)
 
 
+def method_subsets(cfg, partitions: dict) -> dict[str, dict]:
+    """The methods' own subsets of the split file, each under its method's name."""
+    found = {plugin.name: plugin.subsets(cfg, partitions) for plugin in PLUGINS.values()}
+    return {name: info for name, info in found.items() if info is not None}
+
+
+def describe_subsets(name: str, info: dict) -> str:
+    return PLUGINS[name].describe_subsets(info)
+
+
 def load_predictor(best: dict, device):
     """The trained networks of a best.pt, ready for evaluation (best.pt names its method)."""
     method = str(best["method"])

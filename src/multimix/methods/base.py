@@ -59,6 +59,16 @@ class MethodPlugin:
         """Runs beyond the preset x label count x repeat groups (from its study section)."""
         return []
 
+    # -- the split file -------------------------------------------------------
+    def subsets(self, cfg: "Config", partitions: dict) -> dict | None:
+        """Subsets of its own that `multimix split` draws from the partitions (splits.json's
+        `subsets.<name>`; seed 004: the pseudo-labelled and unlabelled CheXpert images), or None."""
+        return None
+
+    def describe_subsets(self, info: dict) -> str:
+        """One line of `multimix split`'s output for the subsets it drew."""
+        return f"{self.name}: subsets {', '.join(sorted(info))}"
+
     # -- training and evaluation ----------------------------------------------
     def trainer(self, spec: RunSpec) -> type["Method"]:
         raise NotImplementedError

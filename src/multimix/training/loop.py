@@ -44,7 +44,7 @@ from multimix import tracking
 from multimix.config import Config, config_to_dict
 from multimix.data import layout
 from multimix.errors import InputError
-from multimix.methods import method_class
+from multimix.methods import method_class, plugin_of
 from multimix.runtime import pick_device
 from multimix.study import RunSpec, find_run
 from multimix.streams import data_dtype, derive_seed
@@ -85,9 +85,11 @@ def data_digest(cfg: Config, extra: list[Path] = ()) -> str:
 
 
 def resolved_params(cfg: Config, spec: RunSpec) -> dict:
-    """Everything that defines this run, as flat strings for MLflow."""
+    """Everything that defines this run, as flat strings for MLflow: the shared sections and its
+    method's own (a change to any of them also stops a checkpoint from being resumed)."""
     tree = {"data": config_to_dict(cfg.data), "preprocess": config_to_dict(cfg.preprocess),
-            "split": config_to_dict(cfg.split), "study": {"name": cfg.study.name}, "model": config_to_dict(cfg.model),
+            "split": config_to_dict(cfg.split), "study": {"name": cfg.study.name},
+            **{name: config_to_dict(getattr(cfg, name)) for name in plugin_of(spec).sections},
             "train": config_to_dict(cfg.train), "run": asdict(spec)}
     flat = {}
 

@@ -2,7 +2,7 @@
 masks mixed with Grad-CAM pseudo-labels, and self-distillation.
 
   presets.py       its roles: pathology classifiers, the p-sweep's segmenters, teachers, students
-  config.py        the `seed004` section, `study.chexseg` and the runs it lists
+  config.py        the `seed004` section, `study.chexseg`, the runs it lists and its split subsets
   network.py       DenseNet121 / ResNet18 classifiers and DeepLabV3+ (MONAI blocks)
   pseudolabels.py  Grad-CAM maps -> thresholded masks (`multimix pseudolabel`)
   checkpoints.py   the pseudo-label file, a best.pt's network, per-pathology AUC
@@ -36,6 +36,12 @@ class ChexsegPlugin(MethodPlugin):
 
     def runs(self, cfg):
         return config.runs(cfg.study.chexseg)
+
+    def subsets(self, cfg, partitions):
+        return config.subsets(cfg, partitions)
+
+    def describe_subsets(self, info):
+        return config.describe_subsets(info)
 
     def trainer(self, spec):
         from multimix.methods.chexseg.training import ChexsegMethod

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from multimix.errors import InputError
 from multimix.runs import RunSpec
+
+
+@dataclass(frozen=True)
+class ChexsegSubsets:
+    """What `multimix split` draws for seed 004 from CheXpert train (splits.json's
+    `subsets.chexseg`): per trial seed, the images that get Grad-CAM pseudo-labels (the paper:
+    3 trials of 100), and per share the distillation students' unlabelled images (nested: 1 %
+    within 10 %)."""
+
+    pseudo_labelled: int = 100
+    trials: tuple[int, ...] = (0, 1, 2)
+    unlabelled: tuple[float, ...] = (0.01, 0.1)
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,7 @@ class Seed004Config:
     true_pos_only: bool = True  # CheXlocalize's IoU convention
     bootstrap: int = 1000  # replicates of the 95% intervals
     pseudo_dir: str = "data/pseudo"  # `multimix pseudolabel`: pseudo_labels.h5 (masks) and .json (thresholds, quality)
+    subsets: ChexsegSubsets = field(default_factory=ChexsegSubsets)  # drawn by `multimix split`
 
 
 @dataclass(frozen=True)
@@ -36,10 +49,10 @@ class ChexsegStudy:
     classifiers: tuple[Literal["densenet121", "resnet18"], ...] = ()  # pathology classifiers trained
     cam: tuple[Literal["densenet121", "resnet18"], ...] = ()  # the Grad-CAM source (at most one)
     p: tuple[int | float, ...] = ()  # expert-sampling probabilities of the sweep
-    trials: tuple[int, ...] = (0,)  # pseudo-label draws (split.chexseg_trials)
+    trials: tuple[int, ...] = (0,)  # pseudo-label draws (seed004.subsets.trials)
     init: Literal["classifier", "random"] = "classifier"  # encoder of the sweep's models
     distill_inits: tuple[Literal["classifier", "random"], ...] = ()  # teacher + students per init
-    distill_unlabelled: tuple[int | float, ...] = ()  # students' unlabelled shares (split.chexseg_unlabelled)
+    distill_unlabelled: tuple[int | float, ...] = ()  # students' unlabelled shares (seed004.subsets.unlabelled)
 
 
 def runs(chexseg: ChexsegStudy) -> list[RunSpec]:
@@ -75,6 +88,8 @@ def validate(cfg, where: str) -> None:
     need(s4.probability_cutoff is None or 0 < s4.probability_cutoff < 1,
          f"seed004.probability_cutoff is {s4.probability_cutoff!r}; expected null or a number in (0, 1)")
     need(s4.bootstrap >= 1, f"seed004.bootstrap is {s4.bootstrap!r}; expected an integer >= 1")
+    need(s4.subsets.pseudo_labelled >= 1, "seed004.subsets.pseudo_labelled must be >= 1")
+    need(all(0 < f <= 1 for f in s4.subsets.unlabelled), "seed004.subsets.unlabelled: shares in (0, 1] expected")
     cs = cfg.study.chexseg
     segmenters = bool(cs.p) or bool(cs.distill_inits)
     if not (cs.classifiers or cs.cam or segmenters):
@@ -92,15 +107,36 @@ def validate(cfg, where: str) -> None:
         if not 0 <= p <= 1:
             raise InputError(f"{where}: study.chexseg.p has {p!r}; expected probabilities in [0, 1]")
     for t in cs.trials:
-        if t not in cfg.split.chexseg_trials:
-            raise InputError(f"{where}: study.chexseg.trials has {t!r}, which split.chexseg_trials "
-                             f"({list(cfg.split.chexseg_trials)}) does not draw")
+        if t not in s4.subsets.trials:
+            raise InputError(f"{where}: study.chexseg.trials has {t!r}, which seed004.subsets.trials "
+                             f"({list(s4.subsets.trials)}) does not draw")
     for u in cs.distill_unlabelled:
-        if float(u) not in [float(v) for v in cfg.split.chexseg_unlabelled]:
-            raise InputError(f"{where}: study.chexseg.distill_unlabelled has {u!r}, which split.chexseg_unlabelled "
-                             f"({list(cfg.split.chexseg_unlabelled)}) does not draw")
+        if float(u) not in [float(v) for v in s4.subsets.unlabelled]:
+            raise InputError(f"{where}: study.chexseg.distill_unlabelled has {u!r}, which seed004.subsets.unlabelled "
+                             f"({list(s4.subsets.unlabelled)}) does not draw")
     if cs.distill_inits and not cs.distill_unlabelled:
         raise InputError(f"{where}: study.chexseg.distill_inits needs study.chexseg.distill_unlabelled")
     missing = [d for d in ("chexpert", "chexlocalize") if d not in cfg.data.datasets]
     if missing:
         raise InputError(f"{where}: study.chexseg needs {missing[0]} in data.datasets")
+
+
+def subsets(cfg, partitions: dict) -> dict | None:
+    """Seed 004's subsets of CheXpert train (`ChexsegSubsets`), or None without CheXpert. Every
+    draw orders the pool by SHA-256 (`data.split.hash_order`): the same on any machine."""
+    from multimix.data.split import hash_order
+
+    if "chexpert" not in partitions:
+        return None
+    pool, s = partitions["chexpert"]["train"], cfg.seed004.subsets
+    return {"dataset": "chexpert", "pool_size": len(pool),
+            "pseudo": {str(t): sorted(hash_order(pool, "chexseg/pseudo", t)[:s.pseudo_labelled]) for t in s.trials},
+            "unlabelled": {str(float(u)): sorted(hash_order(pool, "chexseg/unlabelled", cfg.split.seed)
+                                                 [:max(1, round(float(u) * len(pool)))])
+                           for u in s.unlabelled}}
+
+
+def describe_subsets(info: dict) -> str:
+    return (f"chexseg (chexpert train, pool {info['pool_size']}): pseudo-labelled "
+            + ", ".join(f"trial {t}: {len(v)}" for t, v in info["pseudo"].items()) + "; unlabelled "
+            + ", ".join(f"{u}: {len(v)}" for u, v in info["unlabelled"].items()))

@@ -65,13 +65,13 @@ class ChexsegStreams(TrainingStreams):
                 ids = subsets["pseudo"].get(str(spec.trial))
                 if ids is None:
                     raise InputError(f"{cfg.split_dir / 'splits.json'}: no pseudo-label trial {spec.trial} "
-                                     "(split.chexseg_trials)")
+                                     "(seed004.subsets.trials)")
                 self.train["pseudo"] = PathologyImages(chexpert, ids, mask_file=pseudo_label_file(cfg))
             if role == "student":
                 ids = subsets["unlabelled"].get(str(float(spec.unlabelled)))
                 if ids is None:
                     raise InputError(f"{cfg.split_dir / 'splits.json'}: no unlabelled share {spec.unlabelled} "
-                                     "(split.chexseg_unlabelled)")
+                                     "(seed004.subsets.unlabelled)")
                 self.train["unlabelled"] = PathologyImages(chexpert, ids)
             self.val["expert"] = PathologyImages(localize, parts["chexlocalize"]["val"], masks=True)
             self.batch_size = s4.segmentation_batch

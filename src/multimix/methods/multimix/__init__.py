@@ -1,27 +1,31 @@
 """MultiMix (seeds 001-002, Haque et al.) and the eight baselines of its paper: one network for
 pneumonia classification and lung segmentation from few labels.
 
+  config.py      the `multimix` section: the saliency scaling, the loss weights, Enc-MixMatch
   presets.py     the nine variants (U-Net, Enc, Enc-SSL, Enc-MM, UMTL, UMTL-S, UMTL-SSL,
                  UMTL-SSL-S, MultiMix): five switches of one network
   network.py     the shared encoder, classifier head, decoder and the saliency bridge
   training.py    the trainer: one step with the efficient schedule, validation, figures
   report.py      its paper's Tables 2-3, claims, bridge sensitivity, saliency localisation
   paper_tables.csv  the paper's values, transcribed
-Its parameters are the shared `model` and `train.loss` / `train.mixmatch` keys (the project
-began as MultiMix's pipeline).
 """
 
 from __future__ import annotations
 
 from multimix.methods.base import MethodPlugin
+from multimix.methods.multimix import config
 from multimix.methods.multimix.presets import PRESETS
 
 
 class MultiMixPlugin(MethodPlugin):
     name = "multimix"
     presets = PRESETS
+    sections = {"multimix": config.MultiMixConfig}
     test_set_results = True
     featured_presets = ("multimix",)
+
+    def validate(self, cfg, where):
+        config.validate(cfg, where)
 
     def trainer(self, spec):
         from multimix.methods.multimix.training import MultiMixMethod

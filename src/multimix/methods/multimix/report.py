@@ -264,7 +264,7 @@ def report(cfg, runs, out: Path) -> list[Path]:
         "at its own task's label count.", claims_table(images), empty="No pair of models of a claim in this study.\n")
     w(
         "bridge_sensitivity", "Saliency bridge sensitivity (test sets)",
-        f" Saliency normalisation: `{cfg.model.saliency_norm}`.\n\nDS with the bridge as trained, and with its "
+        f" Saliency normalisation: `{cfg.multimix.saliency_norm}`.\n\nDS with the bridge as trained, and with its "
         "saliency channel replaced by zeros (the image channel kept); Δ DS = DS − DS with saliency zeroed; mean "
         "|Δ logit| = mean absolute change of the mask logits. Models without a bridge have no saliency channel: 0 "
         "by definition.", bridge_table(summary))

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 def train_step(model: MultiMixNet, batch: dict, variant: Variant, cfg: Config, gen: torch.Generator,
                epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one step (Eq. 5) with the efficient schedule; returns (loss, logged terms)."""
-    tc, lc = cfg.train, cfg.train.loss
+    tc, lc = cfg.train, cfg.multimix.loss
     terms: dict[str, float] = {}
     total = torch.zeros((), device=next(model.parameters()).device)
     if variant.classification:
@@ -67,7 +67,7 @@ def train_step(model: MultiMixNet, batch: dict, variant: Variant, cfg: Config, g
             total = total + ce + lc.lambda_u * unsup
             terms.update(loss_cls=ce.item(), loss_cls_unlabelled=unsup.item(), pseudo_label_rate=rate.item())
         elif variant.ssl == "mixmatch":
-            mm = tc.mixmatch
+            mm = cfg.multimix.mixmatch
             x_u = batch["cls_u"]["image"]
             with torch.no_grad():
                 views = [augment.weak(x_u, gen) for _ in range(mm.augmentations)]
@@ -212,7 +212,7 @@ class MultiMixMethod(Method):
         super().__init__(cfg, spec, device, amp)
         tc = cfg.train
         self.variant: Variant = PRESETS[spec.preset]
-        self.model = MultiMixNet(bridge=self.variant.bridge, saliency_norm=cfg.model.saliency_norm).to(device)
+        self.model = MultiMixNet(bridge=self.variant.bridge, saliency_norm=cfg.multimix.saliency_norm).to(device)
         cuda = device.type == "cuda"
         if cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -270,7 +270,7 @@ class MultiMixMethod(Method):
         self.model.load_state_dict(weights["model"])
 
     def checkpoint_meta(self) -> dict:
-        return {"bridge": self.variant.bridge, "saliency_norm": self.cfg.model.saliency_norm}
+        return {"bridge": self.variant.bridge, "saliency_norm": self.cfg.multimix.saliency_norm}
 
     def figures(self, streams, out_dir: Path, count: int) -> list[Path]:
         return save_figures(self.model, streams, out_dir, self.device, count, self.spec)
