@@ -35,7 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from multimix import augment, losses
-from multimix.config import Config, LossConfig, TrainConfig
+from multimix.config import Config
 from multimix.methods.multimix.network import MultiMixNet
 from multimix.methods import PRESETS
 from multimix.runtime import keep_freed_memory
@@ -137,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()  # as `multimix train` does; applies to both schedules alike
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = Config(train=TrainConfig(loss=LossConfig()))
+    cfg = Config()
     batch = make_batch(args.size, device)
     none = contextlib.nullcontext
 
