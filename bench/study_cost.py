@@ -15,7 +15,6 @@ hundreds of times faster than a step: bench/loader.py).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from collections import Counter
 
@@ -24,11 +23,12 @@ import torch
 from multimix.config import load_config
 from multimix.methods import method_class
 from multimix.methods import PRESETS
+from multimix.precision import resolve
 from multimix.runtime import keep_freed_memory
 from multimix.study import expand
 
 
-def random_batch(preset: str, size: int, batch: int, device) -> dict:
+def random_batch(preset: str, size: int, batch: int, device, precision) -> dict:
     g = torch.Generator().manual_seed(0)
     out = {}
     for name in PRESETS[preset].streams:
@@ -36,22 +36,17 @@ def random_batch(preset: str, size: int, batch: int, device) -> dict:
         if name == "seg_l":
             stream["mask"] = (torch.rand(batch, 1, size, size, generator=g) > 0.5).float()
         out[name] = {k: v.to(device) for k, v in stream.items()}
-        if device.type == "cuda":
-            out[name]["image"] = out[name]["image"].contiguous(memory_format=torch.channels_last)
+        out[name]["image"] = precision.images(out[name]["image"])
     return out
 
 
 def seconds_per_step(spec, cfg, device, steps: int) -> float:
     torch.manual_seed(0)
     cuda = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-
-    def amp():
-        return torch.autocast("cuda", dtype=amp_dtype) if cuda else contextlib.nullcontext()
-
-    method = method_class(spec)(cfg, spec, device, amp=amp)
+    precision = resolve(cfg.train.precision, cfg.train.channels_last, device)  # as `multimix train` would
+    method = method_class(spec)(cfg, spec, device, precision)
     method.train_mode()
-    batch = random_batch(spec.preset, cfg.preprocess.size, cfg.train.batch_size, device)
+    batch = random_batch(spec.preset, cfg.preprocess.size, cfg.train.batch_size, device, precision)
     gen = torch.Generator().manual_seed(1)
     method.step(batch, gen, 0)  # warm-up (allocator, kernels)
     if cuda:

@@ -119,8 +119,8 @@ class Pixelwise(torch.nn.Module):
 class ToyMethod(Method):
     name = "toy"
 
-    def __init__(self, cfg, spec, device, amp=None):
-        super().__init__(cfg, spec, device)
+    def __init__(self, cfg, spec, device, precision=None):
+        super().__init__(cfg, spec, device, precision)
         self.net = Pixelwise().to(device)
         self.optimiser = torch.optim.SGD(self.net.parameters(), lr=cfg.toy.lr)
 

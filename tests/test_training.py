@@ -293,13 +293,14 @@ def weights(path):
     return ckpt["state"]["model"] if "state" in ckpt else ckpt["model"]  # last.pt or best.pt
 
 
-def test_resume_after_kill_equals_uninterrupted(tmp_path, tiny_project):
-    """SIGKILL a run mid-training; resuming must end with bit-identical weights."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_after_kill_equals_uninterrupted(tmp_path, tiny_project, precision):
+    """SIGKILL a run mid-training; resuming must end with bit-identical weights, in each precision."""
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
     dirs = {}
     for case in ("straight", "killed"):
         dirs[case] = linked_data(tiny_project, tmp_path / case)
-        tiny_params(dirs[case], epochs=3, steps_per_epoch=3)
+        tiny_params(dirs[case], epochs=3, steps_per_epoch=3, precision=precision)
     cmd = [sys.executable, "-m", "multimix", "-q", "train", "--run", "umtl_ssl_s-s1-c2-r0"]
     subprocess.run(cmd, cwd=dirs["straight"], env=env, check=True, capture_output=True)
 

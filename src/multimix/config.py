@@ -174,6 +174,11 @@ class TrainConfig:
     lr_gamma: float = 0.1
     strong_max_ops: int = 3
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Numeric precision (multimix/precision.py): auto = bf16 where the device runs it fast (CUDA
+    # with bf16, a CPU with AVX512-BF16 or AMX), fp16 on older CUDA, else fp32 | fp32 | bf16 | fp16
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Memory layout of images and convolutions: auto = channels-last on CUDA only (slower on CPU)
+    channels_last: bool | Literal["auto"] = "auto"
     threads: int = 0  # CPU threads for torch (0 = torch's default)
     num_workers: int = 0  # DataLoader workers per stream
     # Training streams read once onto the training device (HDF5 -> tensors): auto = float32 on a

@@ -4,9 +4,11 @@
 
 TRAIN_SETTINGS = [
     "study.name", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.batch_size", "train.lr",
-    "train.lr_step_epochs", "train.lr_gamma", "train.strong_max_ops", "train.data_on_device", "multimix", "seed003",
+    "train.lr_step_epochs", "train.lr_gamma", "train.strong_max_ops", "train.data_on_device", "train.precision", "train.channels_last",
+    "multimix", "seed003",
 ]
-CHEXSEG_SETTINGS = ["study.name", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.data_on_device", "seed004"]
+CHEXSEG_SETTINGS = ["study.name", "train.runs_dir", "train.epochs", "train.steps_per_epoch", "train.data_on_device",
+                    "train.precision", "train.channels_last", "seed004"]
 
 
 def train_inputs(wildcards):

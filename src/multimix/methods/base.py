@@ -4,7 +4,7 @@ after USB's AlgorithmBase). Each method is one folder, `multimix/methods/<name>/
 (docs/adding-a-method.md); the registry (`multimix.methods`) lists them.
 
 A trainer owns its networks, optimisers, learning-rate schedules and loss
-scalers, says which streams it reads, and does one optimiser step (or
+scalers (in the run's `Precision`), says which streams it reads, and does one optimiser step (or
 several, for adversarial methods) per batch. The loop owns everything else —
 epochs and budget, seeds, data, validation calls, checkpoints and resume,
 MLflow — and never asks which method it runs. Adding a method is a new
@@ -16,10 +16,10 @@ numbers (`torch.load(weights_only=True)` loads them).
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
+from multimix.precision import FP32_CPU, Precision
 from multimix.runs import RunSpec
 
 if TYPE_CHECKING:  # types only: config and the stages sit above the methods (tests/test_architecture.py)
@@ -118,9 +118,13 @@ class Method:
 
     name = "method"
 
-    def __init__(self, cfg: "Config", spec: RunSpec, device: "torch.device",
-                 amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
-        self.cfg, self.spec, self.device, self.amp = cfg, spec, device, amp
+    def __init__(self, cfg: "Config", spec: RunSpec, device: "torch.device", precision: Precision | None = None):
+        # The run's numeric precision (multimix/precision.py): forward passes under `self.amp()`,
+        # optimiser steps through `self.precision.grad_scaler()`, networks and images in the
+        # memory layout of `self.precision.prepare` / `.images`. The same calls on CPU and CUDA.
+        self.cfg, self.spec, self.device = cfg, spec, device
+        self.precision = precision or FP32_CPU
+        self.amp = self.precision.autocast
 
     # -- what the loop reads -------------------------------------------------
     @property

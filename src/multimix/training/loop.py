@@ -28,7 +28,6 @@ numbers, loadable with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -45,6 +44,7 @@ from multimix.config import Config, config_to_dict
 from multimix.data import layout
 from multimix.errors import InputError
 from multimix.methods import method_class, plugin_of
+from multimix.precision import resolve as resolve_precision
 from multimix.runtime import pick_device
 from multimix.study import RunSpec, find_run
 from multimix.streams import data_dtype, derive_seed
@@ -124,15 +124,12 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
         if tc.threads:
             torch.set_num_threads(tc.threads)
         torch.use_deterministic_algorithms(True, warn_only=True)
-    cuda = dev.type == "cuda"
-    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-
-    def amp():
-        return torch.autocast("cuda", dtype=amp_dtype) if cuda else contextlib.nullcontext()
+    precision = resolve_precision(tc.precision, tc.channels_last, dev)
+    log(f"{spec.name}: precision {precision.describe()}")
 
     params = resolved_params(cfg, spec)
     torch.manual_seed(derive_seed(spec.name, spec.repeat, "init"))
-    method = method_class(spec)(cfg, spec, dev, amp=amp)
+    method = method_class(spec)(cfg, spec, dev, precision)
     streams = method.open_streams(splits)
     dtype = data_dtype(tc.data_on_device, dev, streams.train)
     if dtype is not None:
@@ -140,8 +137,9 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
         log(f"{spec.name}: training streams on {dev} ({size / 2**20:,.0f} MiB, {str(dtype).removeprefix('torch.')})")
     data_id, source_id = data_digest(cfg, method.inputs()), tracking.source_digest()
     # A checkpoint is resumed only by the same parameters, data and code.
+    # (and in the same precision: "auto" may resolve differently on another machine)
     fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode() + data_id.encode()
-                                 + source_id.encode()).hexdigest()
+                                 + source_id.encode() + precision.describe().encode()).hexdigest()
 
     run_dir, state_dir = cfg.runs_dir / spec.name, cfg.checkpoint_dir / spec.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -189,7 +187,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                 "segmentation_labels": spec.segmentation_labels or "",
                 "classification_labels": spec.classification_labels or "", "repeat": str(spec.repeat),
                 "git_commit": tracking.git_commit(), "data_digest": data_id, "source_digest": source_id,
-                "device": str(dev), "parameters": str(method.parameter_count()),
+                "device": str(dev), "precision": precision.describe(), "parameters": str(method.parameter_count()),
             })
     steps = tc.steps_per_epoch
     images_per_step = getattr(streams, "images_per_step", tc.batch_size * len(streams.train))
@@ -210,8 +208,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                 batch = {}
                 for name, part in zip(loaders, parts):
                     batch[name] = {k: v.to(dev, non_blocking=True) for k, v in part.items()}
-                    if cuda:
-                        batch[name]["image"] = batch[name]["image"].contiguous(memory_format=torch.channels_last)
+                    batch[name]["image"] = precision.images(batch[name]["image"])
                 terms = method.step(batch, gen, epoch)
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -248,7 +245,7 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                    "best_epoch": best["epoch"] if best else -1,
                    "best_val_score": best["val_score"] if best else float("nan"),
                    "parameters": method.parameter_count(), "best": computed(best or {})}
-        info = {"mlflow_run_id": mlflow_id, "device": str(dev),
+        info = {"mlflow_run_id": mlflow_id, "device": str(dev), "precision": precision.describe(),
                 "epoch_seconds": [round(h.get("epoch_seconds", float("nan")), 2) for h in history]}
         if finished:
             _atomic_save({**best_weights, **method.checkpoint_meta(), "method": method.name, "epoch": best["epoch"],

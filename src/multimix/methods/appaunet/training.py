@@ -38,7 +38,6 @@ segmentation loss (+ D's cross-entropy over the real classes).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -127,23 +126,23 @@ class Predictor(torch.nn.Module):
 class APPAUNetMethod(Method):
     name = "appaunet"
 
-    def __init__(self, cfg: Config, spec: RunSpec, device, amp=contextlib.nullcontext):
-        super().__init__(cfg, spec, device, amp)
+    def __init__(self, cfg: Config, spec: RunSpec, device, precision=None):
+        super().__init__(cfg, spec, device, precision)
         s3 = cfg.seed003
         self.variant: SegmentorVariant = PRESETS[spec.preset]
         self.classes = len(layout.CLASS_NAMES[cfg.split.segmentation_dataset])
-        self.segmentor = build_segmentor(self.variant.architecture).to(device)
+        self.segmentor = self.precision.prepare(build_segmentor(self.variant.architecture).to(device))
         betas = (s3.adam_beta1, 0.999)
         self.optimisers = {"segmentor": torch.optim.Adam(self.segmentor.parameters(), lr=s3.lr_segmentor, betas=betas)}
         self.discriminator = None
         if self.variant.adversarial:
-            self.discriminator = Discriminator(self.classes, dropout=s3.discriminator_dropout).to(device)
+            self.discriminator = self.precision.prepare(
+                Discriminator(self.classes, dropout=s3.discriminator_dropout).to(device))
             self.optimisers["discriminator"] = torch.optim.Adam(self.discriminator.parameters(),
                                                                 lr=s3.lr_discriminator, betas=betas)
         tc = cfg.train
-        # fp16 on CUDA without bf16: one loss scaler per optimiser (their states are checkpointed)
-        fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        self.scalers = {name: torch.amp.GradScaler("cuda", enabled=fp16) for name in self.optimisers}
+        # one loss scaler per optimiser, active for fp16 only (their states are checkpointed)
+        self.scalers = {name: self.precision.grad_scaler() for name in self.optimisers}
         self.schedulers = {name: torch.optim.lr_scheduler.StepLR(opt, step_size=tc.lr_step_epochs, gamma=tc.lr_gamma)
                            for name, opt in self.optimisers.items()}
         self.loss_options = dict(kind=self.variant.loss, alpha=s3.tversky_alpha, beta=s3.tversky_beta,

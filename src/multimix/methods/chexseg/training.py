@@ -89,8 +89,8 @@ def _stack(items: list[dict]) -> dict:
 class ChexsegMethod(Method):
     name = "chexseg"
 
-    def __init__(self, cfg, spec, device, amp=None):
-        super().__init__(cfg, spec, device, **({} if amp is None else {"amp": amp}))
+    def __init__(self, cfg, spec, device, precision=None):
+        super().__init__(cfg, spec, device, precision)
         v, s4 = spec.variant, cfg.seed004
         self.role, self.teacher = v.role, None
         self._inputs: list[Path] = []
@@ -112,7 +112,11 @@ class ChexsegMethod(Method):
                 self._inputs.append(path)
             if self.role == "segmenter":
                 self._inputs.append(pseudo_label_file(cfg))
+        self.net = self.precision.prepare(self.net)
+        if self.teacher is not None:
+            self.teacher = self.precision.prepare(self.teacher)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)  # fixed rates (B.1, B.2, B.4)
+        self.scaler = self.precision.grad_scaler()  # active for fp16 only
 
     # -- what the loop reads -------------------------------------------------
     @property
@@ -158,8 +162,9 @@ class ChexsegMethod(Method):
                     terms["expert_share"] = float(slots.float().mean())
                 loss = losses.class_average_dice_loss(self.net(x), y)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         return terms | {"loss_total": float(loss.detach())}
 
     # -- validation ---------------------------------------------------------------
@@ -188,11 +193,12 @@ class ChexsegMethod(Method):
 
     # -- checkpoints ----------------------------------------------------------
     def state(self) -> dict:
-        return {"net": self.net.state_dict(), "opt": self.opt.state_dict()}
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict()}
 
     def load_state(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
+        self.scaler.load_state_dict(state["scaler"])
 
     def weights(self) -> dict:
         return {"net": {k: v.detach().clone() for k, v in self.net.state_dict().items()}}

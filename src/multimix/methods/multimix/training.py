@@ -15,8 +15,9 @@ with the reference's):
 Classification images never touch the decoder or the saliency pass.
 
 Adam (lr `train.lr`) with ×`train.lr_gamma` every `train.lr_step_epochs`
-epochs; mixed precision on CUDA (bf16, else fp16 with a loss scaler whose
-state is checkpointed). Validation in eval mode (dropout off everywhere) on
+epochs, in the run's precision (`train.precision`: bf16 autocast where the
+device runs it fast, fp16 with a loss scaler whose state is checkpointed on
+older GPUs, else fp32). Validation in eval mode (dropout off everywhere) on
 JSRT val (Dice) and CheX val (accuracy): `val_score` is the mean of the task
 scores the preset trains, `val_loss` the sum of its validation losses
 (cross-entropy, soft Dice). For bridge models validation also measures the
@@ -27,7 +28,6 @@ without a bridge).
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -208,18 +208,15 @@ def save_figures(model: MultiMixNet, streams: Streams, out_dir: Path, device, co
 class MultiMixMethod(Method):
     name = "multimix"
 
-    def __init__(self, cfg: Config, spec: RunSpec, device, amp=contextlib.nullcontext):
-        super().__init__(cfg, spec, device, amp)
+    def __init__(self, cfg: Config, spec: RunSpec, device, precision=None):
+        super().__init__(cfg, spec, device, precision)
         tc = cfg.train
         self.variant: Variant = PRESETS[spec.preset]
-        self.model = MultiMixNet(bridge=self.variant.bridge, saliency_norm=cfg.multimix.saliency_norm).to(device)
-        cuda = device.type == "cuda"
-        if cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        model = MultiMixNet(bridge=self.variant.bridge, saliency_norm=cfg.multimix.saliency_norm).to(device)
+        self.model = self.precision.prepare(model)
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=tc.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimiser, step_size=tc.lr_step_epochs, gamma=tc.lr_gamma)
-        fp16 = cuda and not torch.cuda.is_bf16_supported()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.scaler = self.precision.grad_scaler()
 
     @property
     def streams(self) -> tuple[str, ...]:
