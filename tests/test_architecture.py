@@ -18,7 +18,7 @@ PACKAGE = ROOT / "src" / "multimix"
 # and config") and the shared modules they stand on.
 SHARED = ["study.py", "training/loop.py", "evaluation.py", "reporting.py", "compare.py", "cli.py", "config.py",
           "testsets.py", "streams.py", "tables.py", "paths.py", "runs.py", "codedeps.py", "methods/base.py",
-          "data/split.py"]
+          "data/split.py", "serving.py", "predict.py", "precision.py"]
 
 
 def test_import_contracts_hold():

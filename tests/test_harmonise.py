@@ -235,7 +235,7 @@ def test_shenzhen_palette_and_rgb_pngs_are_read_as_grey(project):
     manifest, rejected, summaries = run(project)
     rows = manifest[manifest.dataset == "shenzhen"].set_index("id")
     assert len(rows) == 2 and rows.loc[f"shenzhen/{second.stem}", "channels"] == 3
-    from multimix.data.preprocess import _decode
+    from multimix.data.preprocess import decode as _decode
 
     decoded, inverted = _decode(first, "png", (256, 256))
     assert decoded.mode == "L" and not inverted

@@ -221,6 +221,35 @@ def cmd_compare(args, cfg: Config) -> None:
     compare(args.experiment, args.preset, args.seg, args.cls, csv=args.csv, all_metrics=args.all)
 
 
+def cmd_predict(args, cfg: Config | None) -> None:
+    from multimix import serving
+    from multimix.predict import predict
+
+    if bool(args.run) == bool(args.model):
+        raise InputError("predict: give one of --run NAME (a run of this project) or --model URI (an MLflow model)")
+    if args.run:
+        if cfg is None:
+            raise InputError(f"{args.params}: parameter file not found (--run reads the project's runs)")
+        from multimix.runtime import pick_device
+
+        bundle = serving.Bundle.from_run(cfg, args.run, pick_device(args.device or "cpu"))
+    else:
+        bundle = serving.load_model(args.model)
+    out = Path(args.out)
+    predictions, rejected = predict(bundle, args.inputs, out)
+    print(f"predict ({bundle.spec.name}, {bundle.plugin.name}): {len(predictions)} images predicted, "
+          f"{len(rejected)} rejected -> {out}/predictions.csv, {out}/rejected.csv")
+
+
+def cmd_register(args, cfg: Config) -> None:
+    from multimix import serving
+
+    experiment = args.experiment or cfg.study.name
+    version, run = serving.register(experiment, args.name, args.alias, run=args.run, preset=args.preset)
+    print(f"registered model {args.name!r} version {version} from run {run} (experiment {experiment!r})"
+          + (f" as @{args.alias}: models:/{args.name}@{args.alias}" if args.alias else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --params, -q and --log are accepted before or after the sub-command.
     common = argparse.ArgumentParser(add_help=False)
@@ -298,6 +327,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", help="folder of real radiographs (PNG), e.g. ../shared/data/nih/images")
     p.set_defaults(func=cmd_phantoms)
 
+    p = sub.add_parser("predict", help="a trained run or MLflow model on new images (PNG, JPEG, TIFF, DICOM): "
+                       "masks, class probabilities, saliency overlays")
+    p.add_argument("inputs", nargs="+", help="image files or folders (walked recursively)")
+    p.add_argument("--run", help="a run of this project's study (its best.pt)")
+    p.add_argument("--model", help="an MLflow model: models:/NAME@ALIAS (registered), models:/<id>, or a folder")
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="for --run (default: cpu)")
+    p.set_defaults(func=cmd_predict, needs_params=False)
+
+    p = sub.add_parser("register", help="register a study's best run (by validation score) as an MLflow model "
+                       "version, with an alias")
+    p.add_argument("--name", required=True, help="registered model name")
+    p.add_argument("--alias", help="alias to point at the new version (e.g. champion)")
+    p.add_argument("--run", help="this run instead of the best one")
+    p.add_argument("--preset", help="the best among this preset's runs")
+    p.add_argument("--experiment", help="MLflow experiment (default: study.name)")
+    p.set_defaults(func=cmd_register)
+
     p = sub.add_parser("compare", help="table of MLflow runs grouped over repeats (best per column starred)")
     p.add_argument("--experiment", action="append", help="MLflow experiment name (repeatable; default: all)")
     p.add_argument("--preset", help="only this preset")
@@ -341,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({time.strftime('%Y-%m-%d %H:%M:%S')})")
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        cfg = load_config(args.params)
+        # `predict --model` needs no project: the model carries its parameters
+        optional = not getattr(args, "needs_params", True) and not Path(args.params).is_file()
+        cfg = None if optional else load_config(args.params)
         args.func(args, cfg)
     except InputError as exc:
         print(f"multimix: error: {exc}", file=sys.stderr)

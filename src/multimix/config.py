@@ -185,6 +185,8 @@ class TrainConfig:
     # GPU where they take under half its free memory, else the DataLoader; off; float32; float16.
     data_on_device: Literal["auto", "off", "float32", "float16"] = "auto"
     figures: int = 4  # validation images drawn into saliency/mask figures
+    # MLflow system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) every 10 s
+    system_metrics: bool = False
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,25 @@ def _examples(model, data, dataset: str, task: str, dev) -> dict[str, np.ndarray
     return found
 
 
+def predictions(model, x: torch.Tensor, segmentation: bool, classification: bool, class_names,
+                mask_name: str = "lungs") -> dict:
+    """A predictor of this module's interface on new images, as `MethodPlugin.predict` returns
+    it: class probabilities, the mask's probability and, for a run that classifies, the saliency
+    of its predicted class (each image's map divided by its own maximum, for display)."""
+    with torch.no_grad():
+        out = model(x, with_decoder=segmentation, with_classifier=classification)
+    found: dict = {}
+    if classification and out.logits is not None:
+        found |= {"probabilities": torch.softmax(out.logits.float(), 1).cpu().numpy(), "class_names": list(class_names)}
+    if segmentation and out.mask_logits is not None:
+        found |= {"masks": torch.sigmoid(out.mask_logits.float()).cpu().numpy(), "mask_names": [mask_name]}
+    if "probabilities" in found:
+        saliency = out.saliency if getattr(out, "saliency", None) is not None else model.saliency(x)
+        saliency = saliency[:, 0].float()
+        found["saliency"] = (saliency / saliency.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]).cpu().numpy()
+    return found
+
+
 def summary_lines(run: str, summary: dict) -> list[str]:
     """What `multimix evaluate` prints: one line per test set, Dice or accuracy and AUC."""
     lines = []

@@ -97,3 +97,23 @@ def end_abandoned_run(run_id: str) -> None:
             client.set_terminated(run_id, status="KILLED")
     except Exception:
         pass  # not in this store (another MLFLOW_TRACKING_URI): nothing to mend
+
+
+def log_inputs(files: dict, spec) -> None:
+    """Record the data a run reads as MLflow dataset inputs (the runs table's Dataset column): the
+    split file and the sources' HDF5, each by its content digest, tagged with the run's subset."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    subset = ", ".join(f"{k} {v}" for k, v in (("segmentation labels", spec.segmentation_labels),
+                                                ("classification labels", spec.classification_labels),
+                                                ("repeat", spec.repeat)) if v is not None)
+    for path, digest in files.items():
+        with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (both local)
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(Path(path).resolve()))
+        dataset = MetaDataset(source=source, name=Path(path).name, digest=digest[:16])
+        mlflow.log_input(dataset, context="training", tags={"subset": subset} if subset else None)

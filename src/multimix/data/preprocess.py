@@ -80,7 +80,7 @@ def geometry(h: int, w: int, size: int, aspect: str) -> Geometry:
     return Geometry(th, tw, (size - th) // 2, (size - tw) // 2)
 
 
-def _decode(path: Path, fmt: str, draft_to: tuple[int, int]) -> tuple[Image.Image, bool]:
+def decode(path: Path, fmt: str, draft_to: tuple[int, int]) -> tuple[Image.Image, bool]:
     """One-channel image at the source's own precision ('L' 8-bit or 'I;16'),
     and whether it must be inverted to reach display polarity. Inversion is
     linear, so it is applied after the resize, on 65k pixels instead of 4M."""
@@ -170,16 +170,23 @@ def resize_pathology_masks(json_path: str, image_id: str, g: Geometry) -> np.nda
     return out
 
 
-def process_image(image_path: str, fmt: str, mask_paths: str, height: int, width: int,
-                  cfg: PreprocessConfig, image_id: str = "") -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode, resize and normalise one manifest row (and its masks)."""
-    g = geometry(height, width, cfg.size, cfg.aspect)
-    img, invert = _decode(Path(image_path), fmt, (2 * g.width, 2 * g.height))
+def prepare(img: Image.Image, invert: bool, g: Geometry, cfg: PreprocessConfig) -> np.ndarray:
+    """A decoded one-channel image -> the network's input (S, S) float32 in [0, 1]: area resize,
+    JSRT's inversion, per-image percentile normalisation, placed on the grid. `multimix predict`
+    runs this same function on new files (DICOM included), so a model sees what it was trained on."""
     small = np.asarray(area_resize(img, g.width, g.height), dtype=np.float32)
     if invert:  # JSRT stores larger = darker
         small = formats.JSRT_MAX - small
     pixels = normalise(small, *cfg.clip_percentiles)
-    image = place_on_grid(pixels, g, cfg.size, np.float32)
+    return place_on_grid(pixels, g, cfg.size, np.float32)
+
+
+def process_image(image_path: str, fmt: str, mask_paths: str, height: int, width: int,
+                  cfg: PreprocessConfig, image_id: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode, resize and normalise one manifest row (and its masks)."""
+    g = geometry(height, width, cfg.size, cfg.aspect)
+    img, invert = decode(Path(image_path), fmt, (2 * g.width, 2 * g.height))
+    image = prepare(img, invert, g, cfg)
     mask = None
     if mask_paths.endswith(".json"):
         small_masks = resize_pathology_masks(mask_paths, image_id, g)

@@ -90,6 +90,13 @@ class MethodPlugin:
         """(per-image rows, summary per test set, example arrays) of a trained run."""
         raise NotImplementedError
 
+    def predict(self, cfg: "Config", spec: RunSpec, predictor, x: "torch.Tensor") -> dict:
+        """What a trained run says of new images (`multimix predict`, the MLflow model): `x` is
+        (N, 1, S, S) as the pipeline preprocesses images. Returns numpy arrays and names:
+          probabilities (N, C) with class_names (C); masks (N, K, S, S) in [0, 1] with
+          mask_names (K); saliency (N, S, S) in [0, 1] — each only where the run has it."""
+        raise NotImplementedError
+
     def summary_lines(self, run: str, summary: dict) -> list[str]:
         """What `multimix evaluate` prints of a run's summary: by default that of the shared test
         sets (`multimix.testsets`), one line per test set."""

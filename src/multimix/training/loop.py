@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from multimix import tracking
+from multimix import serving, tracking
 from multimix.config import Config, config_to_dict
 from multimix.data import layout
 from multimix.errors import InputError
@@ -67,20 +67,29 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def data_digest(cfg: Config, extra: list[Path] = ()) -> str:
+def data_files(cfg: Config, extra: list[Path] = ()) -> dict[Path, str]:
+    """The files a run reads — the split file, the sources' HDF5, the method's own inputs — each
+    with a digest of its content (an HDF5 file by its manifest hash and processing attributes)."""
     sources = dict.fromkeys(s for d in (cfg.split.segmentation_dataset, cfg.split.classification_dataset)
                             for s in layout.sources(d))
     files = [cfg.split_dir / "splits.json"] + [cfg.processed_dir / f"{d}.h5" for d in sources] + list(extra)
-    digest = hashlib.sha256()
+    found = {}
     for path in files:
-        digest.update(path.name.encode())
         if path.suffix == ".h5" and path.exists():
             import h5py
 
-            with h5py.File(path, "r") as f:  # content is named by its manifest hash and processing attrs
-                digest.update(json.dumps({k: str(v) for k, v in sorted(f.attrs.items())}).encode())
-        elif path.exists():
-            digest.update(path.read_bytes())
+            with h5py.File(path, "r") as f:
+                content = json.dumps({k: str(v) for k, v in sorted(f.attrs.items())}).encode()
+        else:
+            content = path.read_bytes() if path.exists() else b""
+        found[path] = hashlib.sha256(content).hexdigest()
+    return found
+
+
+def data_digest(cfg: Config, extra: list[Path] = ()) -> str:
+    digest = hashlib.sha256()
+    for path, content in data_files(cfg, extra).items():
+        digest.update(path.name.encode() + content.encode())
     return digest.hexdigest()
 
 
@@ -102,6 +111,14 @@ def resolved_params(cfg: Config, spec: RunSpec) -> dict:
 
     walk("", tree)
     return flat
+
+
+def _example(streams):
+    """One validation image (1, S, S) float32: the MLflow model's input example (None without one)."""
+    for data in getattr(streams, "val", {}).values():
+        if len(data):
+            return data[0]["image"].numpy().astype("float32")[:1]
+    return None
 
 
 # Measured, not computed: logged to MLflow and the log, but kept out of the pipeline's
@@ -174,10 +191,12 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                 known = mlflow.get_run(mlflow_id) is not None
             except Exception:
                 known = False
-        active = mlflow.start_run(run_id=mlflow_id if known else None, run_name=None if known else spec.name)
+        active = mlflow.start_run(run_id=mlflow_id if known else None, run_name=None if known else spec.name,
+                                  log_system_metrics=tc.system_metrics)
         mlflow_id = active.info.run_id
         if not known:
             mlflow.log_params(params)
+            tracking.log_inputs(data_files(cfg, method.inputs()), spec)
             # Every training setting but the run's own identity: runs of one study share it, and
             # `multimix compare` never averages runs trained with other settings.
             config_digest = hashlib.sha256(json.dumps({k: v for k, v in params.items() if not k.startswith("run.")},
@@ -258,7 +277,8 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
             # between identical runs), read by `evaluate` to log test metrics to the same record.
             (state_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
             if mlflow:
-                mlflow.log_artifact(str(best_path), artifact_path="model")  # a state_dict (see README)
+                # an MLflow model (pyfunc around best.pt: `mlflow models serve`, `multimix predict --model`)
+                serving.log_model(cfg, spec, best_path, example=_example(streams))
                 mlflow.log_dict(params, "config.json")
                 for path in figures:
                     mlflow.log_artifact(str(path), artifact_path="figures")

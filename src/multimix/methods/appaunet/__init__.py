@@ -41,6 +41,14 @@ class APPAUNetPlugin(MethodPlugin):
 
         return testsets.evaluate(cfg, spec, self.load_best(cfg, spec, device), device)
 
+    def predict(self, cfg, spec, predictor, x):
+        from multimix import testsets
+        from multimix.data import layout
+
+        # the discriminator's classes are those of the segmentation source it was trained on
+        return testsets.predictions(predictor, x, True, predictor.discriminator is not None,
+                                    layout.CLASS_NAMES[cfg.split.segmentation_dataset])
+
     def report(self, cfg, runs, out):
         from multimix.methods.appaunet import report
 

@@ -8,6 +8,7 @@ masks mixed with Grad-CAM pseudo-labels, and self-distillation.
   checkpoints.py   the pseudo-label file, a best.pt's network, per-pathology AUC
   training.py      the trainer of every role
   evaluation.py    CheXlocalize's test set and IoU conventions
+  prediction.py    its networks on new images (`multimix predict`)
   report.py        chexseg.md: the p-sweep, distillation, classifiers (its Table 1)
 """
 
@@ -58,6 +59,11 @@ class ChexsegPlugin(MethodPlugin):
 
         per_image, summary = evaluate_run(cfg, spec, device)
         return per_image, summary, {}
+
+    def predict(self, cfg, spec, predictor, x):
+        from multimix.methods.chexseg.prediction import predict
+
+        return predict(spec, predictor, x)
 
     def summary_lines(self, run, summary):
         main = (f"mIoU {summary['mIoU']['mean']:.4f} [{summary['mIoU']['lower']:.4f}, {summary['mIoU']['upper']:.4f}]"

@@ -43,3 +43,4 @@ def pathology_aucs(labels: np.ndarray, probabilities: np.ndarray) -> list[float]
         y = labels[known, c]
         out.append(float(roc_auc_score(y, probabilities[known, c])) if len(set(y.tolist())) == 2 else float("nan"))
     return out
+

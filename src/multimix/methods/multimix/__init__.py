@@ -47,6 +47,14 @@ class MultiMixPlugin(MethodPlugin):
 
         return testsets.evaluate(cfg, spec, model, device, ablation=without_saliency if model.bridge else None)
 
+    def predict(self, cfg, spec, predictor, x):
+        from multimix import testsets
+        from multimix.data import layout
+
+        variant = spec.variant
+        return testsets.predictions(predictor, x, variant.segmentation, variant.classification,
+                                    layout.CLASS_NAMES[cfg.split.classification_dataset])
+
     def report(self, cfg, runs, out):
         from multimix.methods.multimix import report
 
