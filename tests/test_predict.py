@@ -213,13 +213,24 @@ def test_predict_on_a_folder_uses_every_good_file_and_lists_every_bad_one(traine
     assert pd.read_csv(out / "rejected.csv").shape[0] == 5
 
 
-def test_the_logged_model_registered_gives_the_runs_numbers(trained, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{trained / 'mlflow.db'}")
-    monkeypatch.chdir(trained)
+@pytest.fixture(scope="module")
+def registered(trained):
+    """The trained run registered as tiny-multimix@champion by `multimix register`."""
+    import os
+
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{trained / 'mlflow.db'}")
     result = subprocess.run([sys.executable, "-m", "multimix", "-q", "register", "--name", "tiny-multimix",
-                             "--alias", "champion", "--preset", "multimix"], capture_output=True, text=True)
+                             "--alias", "champion", "--preset", "multimix"], capture_output=True, text=True,
+                            cwd=trained, env=env)
     assert result.returncode == 0, result.stderr
     assert "version 1 from run multimix-s1-c2-r0" in result.stdout and "models:/tiny-multimix@champion" in result.stdout
+    return trained
+
+
+def test_the_logged_model_registered_gives_the_runs_numbers(registered, tmp_path, monkeypatch):
+    trained = registered
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{trained / 'mlflow.db'}")
+    monkeypatch.chdir(trained)
     cfg = load_config(trained / "params.yaml")
     from_run = serving.Bundle.from_run(cfg, RUN)
     from_model = serving.load_model("models:/tiny-multimix@champion")
@@ -251,3 +262,73 @@ def test_bundle_input_checks_are_one_line(trained):
         with pytest.raises(Exception, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
             bundle.predict(bad)
     assert torch.is_tensor(torch.from_numpy(bundle.check(np.zeros((s, s)))))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mlflow_serves_the_registered_model_and_answers_bad_requests_with_400(registered, tmp_path):
+    """`mlflow models serve -m models:/NAME@ALIAS` on loopback: a valid image gets the run's own
+    numbers; a wrong-shaped array and garbage get a 400 with a message; the server stays up."""
+    import os
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{registered / 'mlflow.db'}")
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tiny-multimix@champion",
+                               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=registered, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def post(body: bytes):
+        request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the model server did not start: " + (tmp_path / "serve.log").read_text()[-2000:])
+        cfg = load_config(registered / "params.yaml")
+        image = load(Path(manifest_row(registered, "chex")["image_path"]), "x", cfg.preprocess).image
+        started = time.perf_counter()
+        status, body = post(json.dumps({"inputs": image[None].tolist()}).encode())
+        latency = time.perf_counter() - started
+        assert status == 200, body
+        served = body["predictions"]
+        expected = serving.Bundle.from_run(cfg, RUN).predict(image[None])
+        assert served["class_names"] == ["normal", "pneumonia"]
+        assert np.allclose(served["probabilities"], expected["probabilities"], atol=1e-6)
+        assert np.array(served["masks"]).shape == (1, 1, cfg.preprocess.size, cfg.preprocess.size)
+        print(f"served prediction in {latency * 1000:.0f} ms")
+        s = cfg.preprocess.size
+        for bad in (json.dumps({"inputs": np.zeros((1, s, s + 3)).tolist()}).encode(), b"\x00garbage{"):
+            status, message = post(bad)
+            assert 400 <= status < 500 and len(message) > 0, (status, message)
+        status, message = post(json.dumps({"inputs": np.full((1, s, s), 7.0).tolist()}).encode())
+        assert status == 400 and "expected [0, 1]" in message, message
+        with urllib.request.urlopen(f"{url}/ping", timeout=5) as answer:
+            assert answer.status == 200  # still up
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()

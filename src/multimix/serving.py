@@ -2,7 +2,8 @@
 `predict`) and the MLflow model every training logs around it.
 
 The MLflow model is a pyfunc `PythonModel` around the run's best.pt and its parameters — no
-torch.export, no pickled network: loading it rebuilds the networks with the method's own code.
+torch.export, nothing pickled (MLflow's "models from code": `mlflow_model.py`): loading it
+rebuilds the networks with the method's own code, which travels with the model.
 Its input is what the networks see: a float32 array (N, S, S) of images preprocessed as the
 pipeline does (`multimix.data.preprocess.prepare`: area resize to S x S, per-image percentile
 normalisation to [0, 1]); `multimix predict` does that for PNG, JPEG, TIFF and DICOM files
@@ -125,6 +126,11 @@ with warnings.catch_warnings():
             from mlflow.exceptions import MlflowException
             from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+            if isinstance(model_input, dict):  # the named tensor of the signature
+                if set(model_input) != {"images"}:
+                    raise MlflowException(f"input tensors {sorted(model_input)}; expected one named 'images'",
+                                          error_code=INVALID_PARAMETER_VALUE)
+                model_input = model_input["images"]
             if hasattr(model_input, "to_numpy"):  # a DataFrame: one row per image, flattened
                 model_input = model_input.to_numpy()
             try:
@@ -159,7 +165,7 @@ def log_model(cfg: Config, spec: RunSpec, best_path: Path, example: np.ndarray |
         params = Path(tmp) / "params.json"
         params.write_text(json.dumps({"params": config_to_dict(cfg), "run": asdict(spec)}, indent=1) + "\n")
         info = mlflow.pyfunc.log_model(
-            name=MODEL_NAME, python_model=MultimixModel(),
+            name=MODEL_NAME, python_model=str(Path(__file__).with_name("mlflow_model.py")),
             artifacts={"best": str(best_path), "params": str(params)},
             code_paths=[str(Path(__file__).resolve().parent)], signature=signature,
             input_example=example, pip_requirements=pip_requirements())
