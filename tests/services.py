@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -55,14 +56,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(check, what: str, timeout: float = 60, log: Path | None = None) -> None:
+def wait_for(check, what: str, timeout: float = 60, log: Path | None = None, process=None) -> None:
+    """Until `check()` holds; fails after `timeout`, or at once when `process` has exited."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if check():
             return
+        if process is not None and process.poll() is not None:
+            break
         time.sleep(0.25)
     tail = log.read_text()[-2000:] if log and log.exists() else ""
-    raise AssertionError(f"{what} did not come up within {timeout:.0f} s\n{tail}")
+    ended = f" (it exited with {process.returncode})" if process is not None and process.poll() is not None else ""
+    raise AssertionError(f"{what} did not come up within {timeout:.0f} s{ended}\n{tail}")
 
 
 def pid_from(path: Path, timeout: float = 30) -> int:
@@ -282,8 +287,9 @@ def _pg_bin(program: str) -> str:
 
 
 @contextlib.contextmanager
-def postgres(folder: Path, database: str = "mlflow"):
-    """A PostgreSQL server on 127.0.0.1, one database; yields its SQLAlchemy URI."""
+def postgres(folder: Path, database: str = "mlflow", also: tuple[str, ...] = ()):
+    """A PostgreSQL server on 127.0.0.1 with `database` (and the databases `also` names, at the
+    same address); yields the SQLAlchemy URI of `database`."""
     initdb, pg_ctl, createdb = _pg_bin("initdb"), _pg_bin("pg_ctl"), _pg_bin("createdb")
     folder.mkdir(parents=True, exist_ok=True)
     # Its own folder in /tmp: as root the server runs as `postgres`, who cannot enter pytest's folders.
@@ -297,7 +303,8 @@ def postgres(folder: Path, database: str = "mlflow"):
         run(*prefix, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-o", f"-p {port} -k {home} -h 127.0.0.1",
             "start")
         daemons.add("postgres", pid_from(data / "postmaster.pid"), signal.SIGINT)  # SIGINT: the fast shutdown
-        run(*prefix, createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database)
+        for name in (database, *also):
+            run(*prefix, createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name)
         yield f"postgresql://postgres@127.0.0.1:{port}/{database}"
     finally:
         daemons.stop()
@@ -307,20 +314,48 @@ def postgres(folder: Path, database: str = "mlflow"):
 
 
 # ------------------------------------------------------------------ MLflow tracking server
+@dataclass(frozen=True)
+class Tracking:
+    """A running MLflow server: its URI and, with authentication, the admin's credentials."""
+
+    uri: str
+    admin: tuple[str, str] | None = None
+
+    def env(self, user: tuple[str, str] | None = None) -> dict:
+        """Environment of a client: the URI and (the admin's, or `user`'s) credentials."""
+        env = dict(os.environ, MLFLOW_TRACKING_URI=self.uri)
+        name, password = user or self.admin or (None, None)
+        if name:
+            env |= {"MLFLOW_TRACKING_USERNAME": name, "MLFLOW_TRACKING_PASSWORD": password}
+        return env
+
+
 @contextlib.contextmanager
-def mlflow_server(folder: Path, backend_uri: str):
+def mlflow_server(folder: Path, backend_uri: str, auth_uri: str | None = None):
     """`mlflow server` on loopback with `backend_uri` as its store and a folder as the artifact
-    root (on a cluster: a path every node reaches); yields its http URI."""
+    root (on a cluster: a path every node reaches); yields a `Tracking`. With `auth_uri` (the
+    user database) it runs MLflow's basic-auth app with a random, non-default admin password and
+    READ as every user's default permission, as docs/cluster.md sets up a lab's server."""
     folder.mkdir(parents=True, exist_ok=True)
     port, log = free_port(), folder / "mlflow-server.log"
+    command = ["mlflow", "server", "--backend-store-uri", backend_uri, "--artifacts-destination",
+               (folder / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    env, admin = dict(os.environ), None
+    if auth_uri:
+        admin = ("admin", secrets.token_urlsafe(18))
+        config = folder / "basic_auth.ini"
+        config.write_text("[mlflow]\ndefault_permission = READ\n"
+                          f"database_uri = {auth_uri}\nadmin_username = {admin[0]}\nadmin_password = {admin[1]}\n"
+                          "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+        config.chmod(0o600)
+        env |= {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+        command += ["--app-name", "basic-auth"]
     # its own session: SIGTERM to the group stops the server and its workers together
-    proc = subprocess.Popen(["mlflow", "server", "--backend-store-uri", backend_uri, "--artifacts-destination",
-                             (folder / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "2"], stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(f"{uri}/health"), "mlflow server", timeout=180, log=log)
-        yield uri
+        wait_for(lambda: _answers(f"{uri}/health"), "mlflow server", timeout=180, log=log, process=proc)
+        yield Tracking(uri, admin)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -329,6 +364,36 @@ def mlflow_server(folder: Path, backend_uri: str):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def add_mlflow_user(server: Tracking, name: str) -> tuple[str, str]:
+    """A user of an authenticated server (made by its admin), with a random password."""
+    password = secrets.token_urlsafe(18)
+    status, body = request(f"{server.uri}/api/2.0/mlflow/users/create", server.admin,
+                           {"username": name, "password": password})
+    if status != 200:
+        raise RuntimeError(f"creating MLflow user {name}: {status} {body}")
+    return name, password
+
+
+def request(url: str, user: tuple[str, str] | None = None, payload: dict | None = None,
+            method: str | None = None) -> tuple[int, str]:
+    """(status, body) of an HTTP request with optional basic-auth credentials and JSON body."""
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    if user:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method or ("POST" if data else "GET"))
+    try:
+        with urllib.request.urlopen(req, timeout=30) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 def _answers(url: str) -> bool:

@@ -4,8 +4,9 @@
   and byte-identical there;
 * Snakemake on a real SLURM cluster with accounting (slurmdbd): trainings and evaluations as sbatch
   jobs asking for a GPU, job states from sacct, outputs identical to the local run's;
-* a shared MLflow server on PostgreSQL: several trainings log to it at once, every run complete,
-  and `multimix compare` reads it.
+* a shared MLflow server on PostgreSQL behind MLflow's basic-auth app: several trainings log to it
+  at once with a lab user's credentials from the environment, every run complete, and `multimix
+  compare` reads it (tests/test_tracking_server.py: who may do what there).
 
 These start their services themselves and stop them by PID. Without the Debian packages they skip
 with one line saying what is missing; under CI they fail instead (`.ci/run` installs them).
@@ -33,11 +34,14 @@ RUNS = ["unet-s1-r0", "enc-c2-r0"]
 
 
 @pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory):
-    """An MLflow server with a PostgreSQL backend store, on loopback, for this module's tests."""
+def tracking(tmp_path_factory):
+    """An MLflow server with a PostgreSQL backend store, on loopback, behind basic auth, and a
+    lab user's environment (URI and credentials) for this module's tests."""
     folder = tmp_path_factory.mktemp("tracking")
-    with services.postgres(folder / "postgres") as database, services.mlflow_server(folder, database) as uri:
-        yield uri
+    with services.postgres(folder / "postgres", also=("mlflow_auth",)) as database, \
+            services.mlflow_server(folder, database, auth_uri=database.rsplit("/", 1)[0] + "/mlflow_auth") as server:
+        user = services.add_mlflow_user(server, "lab")
+        yield server.env(user)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +86,7 @@ def test_a_fresh_clone_pulls_every_output_from_the_dvc_remote(tmp_path, lab):
     assert "Running stage 'harmonise'" not in sh(clone, "dvc", "repro", "harmonise").stdout
 
 
-def test_the_study_on_slurm_with_data_from_the_remote_matches_the_local_run(tmp_path, lab, mlflow_uri):
+def test_the_study_on_slurm_with_data_from_the_remote_matches_the_local_run(tmp_path, lab, tracking, monkeypatch):
     """The lab's three commands: clone, `dvc pull` the data, Snakemake on SLURM for the GPU work."""
     with services.slurm_cluster(tmp_path / "slurm") as cluster:
         clone = tmp_path / "clone"
@@ -98,7 +102,7 @@ def test_the_study_on_slurm_with_data_from_the_remote_matches_the_local_run(tmp_
         params["cluster"] = {"gpu_jobs": {"gpus": 1, "cpus": 2, "mem_mb": 2000, "runtime_min": 30},
                              "cpu_jobs": {"gpus": 0, "cpus": 1, "mem_mb": 2000, "runtime_min": 30}}
         (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_uri)
+        env = tracking
         result = sh(clone, "snakemake", "--workflow-profile", "workflow/profiles/slurm",
                     "--allowed-rules", "train", "evaluate", "report",
                     "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
@@ -117,13 +121,15 @@ def test_the_study_on_slurm_with_data_from_the_remote_matches_the_local_run(tmp_
     assert not (clone / "mlflow.db").exists()  # everything went to the server
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, tracking[name])
+    client = mlflow.MlflowClient(tracking_uri=tracking["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("orchestrated")
     finished = {r.info.run_name: r.info.status for r in client.search_runs([experiment.experiment_id])}
     assert {finished.get(run) for run in RUNS} == {"FINISHED"}, finished
 
 
-def test_concurrent_trainings_log_every_run_to_a_shared_mlflow_server(tmp_path, lab, mlflow_uri):
+def test_concurrent_trainings_log_every_run_to_a_shared_mlflow_server(tmp_path, lab, tracking, monkeypatch):
     """Four trainings at once against one server (PostgreSQL store): no lost or half-written run."""
     project = copy_project(lab, tmp_path)
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -136,7 +142,7 @@ def test_concurrent_trainings_log_every_run_to_a_shared_mlflow_server(tmp_path, 
     runs = ["unet-s1-r0", "unet-sfull-r0", "enc-c2-r0", "multimix-s1-c2-r0"]
     shutil.rmtree(project / "data" / "runs")
     shutil.rmtree(project / "data" / "checkpoints")
-    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_uri)
+    env = tracking
     procs = [subprocess.Popen([shutil.which("multimix") or "multimix", "-q", "train", "--run", run],
                               cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for run in runs]
@@ -144,7 +150,9 @@ def test_concurrent_trainings_log_every_run_to_a_shared_mlflow_server(tmp_path, 
     assert all(proc.returncode == 0 for proc in procs), "\n".join(logs)
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, tracking[name])
+    client = mlflow.MlflowClient(tracking_uri=tracking["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("concurrent")
     found = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in found) == sorted(runs)  # one experiment, one record per run
@@ -156,7 +164,7 @@ def test_concurrent_trainings_log_every_run_to_a_shared_mlflow_server(tmp_path, 
         history = client.get_metric_history(run.info.run_id, "val_score")
         assert sorted(m.step for m in history) == [(e + 1) * steps for e in range(epochs)], run.info.run_name
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"model", "config.json"} <= artifacts, (run.info.run_name, artifacts)
+        assert "config.json" in artifacts and run.data.tags["model_uri"].startswith("models:/"), run.info.run_name
         local = json.loads((project / "data" / "runs" / run.info.run_name / "metrics.json").read_text())
         assert run.data.metrics["best_val_score"] == pytest.approx(local["best_val_score"])
     shown = sh(project, "multimix", "compare", "--experiment", "concurrent", env=env).stdout

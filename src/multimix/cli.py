@@ -395,6 +395,18 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"multimix: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not type(exc).__module__.startswith("mlflow."):
+            raise
+        # the tracking server refused (401 without credentials, 403 without permission) or is
+        # unreachable: one line, not MLflow's traceback
+        from multimix import tracking
+
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        hint = (" (set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)" if " 401" in first
+                or "401 " in first else "")
+        print(f"multimix: error: MLflow at {tracking.tracking_uri()}: {first}{hint}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("multimix: interrupted", file=sys.stderr)
         return 130
