@@ -169,3 +169,29 @@ def test_concurrent_trainings_log_every_run_to_a_shared_mlflow_server(tmp_path, 
         assert run.data.metrics["best_val_score"] == pytest.approx(local["best_val_score"])
     shown = sh(project, "multimix", "compare", "--experiment", "concurrent", env=env).stdout
     assert all(preset in shown for preset in ("unet", "enc", "multimix")), shown
+
+
+def test_trainings_grouped_k_per_gpu_run_as_one_slurm_job_with_the_ungrouped_results(tmp_path, lab, tracking):
+    """cluster.trainings_per_gpu = 2: Snakemake groups the two trainings into one sbatch job that
+    asks for one GPU and twice a training's cores and memory; they train side by side there and
+    give the weights the local (ungrouped) run gave."""
+    with services.slurm_cluster(tmp_path / "slurm") as cluster:
+        clone = tmp_path / "clone"
+        sh(tmp_path, "git", "clone", "-q", str(lab), str(clone))
+        sh(clone, "dvc", "pull", "-q", *DATA_STAGES)
+        params = yaml.safe_load((clone / "params.yaml").read_text())
+        params["cluster"] = {"gpu_jobs": {"gpus": 1, "cpus": 1, "mem_mb": 1000, "runtime_min": 30},
+                             "cpu_jobs": {"gpus": 0, "cpus": 1, "mem_mb": 1000, "runtime_min": 30},
+                             "trainings_per_gpu": 2}
+        (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        result = sh(clone, "snakemake", "--workflow-profile", "workflow/profiles/slurm", "--allowed-rules", "train",
+                    "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
+                    *[f"data/runs/{run}/best.pt" for run in RUNS], env=tracking)
+        accounted = cluster.sacct()
+        print(accounted)
+    jobs = [line.split() for line in accounted.splitlines()[2:] if line.strip()]
+    assert len(jobs) == 1, accounted + result.stderr  # one SLURM job for both trainings
+    job = jobs[0]
+    assert job[2] == "COMPLETED", accounted
+    assert "gres/gpu=1" in job[-1] and "cpu=2" in job[-1], accounted  # one GPU, the two trainings' cores
+    assert_same_files(lab, clone, [f"data/runs/{run}/{name}" for run in RUNS for name in ("best.pt", "metrics.json")])

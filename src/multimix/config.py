@@ -219,6 +219,10 @@ class ClusterConfig:
     gpu_jobs: ClusterJobs = field(default_factory=lambda: ClusterJobs(gpus=1, cpus=8, mem_mb=32000, runtime_min=720))
     # acquire, harmonise, preprocess, split, report
     cpu_jobs: ClusterJobs = field(default_factory=ClusterJobs)
+    # Trainings that share one GPU in one SLURM job (Snakemake's job groups): k trainings run side
+    # by side on the job's GPU, each with gpu_jobs' cpus and mem_mb (the job asks k times those).
+    # A small network rarely fills a modern GPU alone; each training checks that k of it fit.
+    trainings_per_gpu: int = 1
 
 
 @dataclass(frozen=True)
@@ -386,6 +390,8 @@ def _validate(cfg: Config, where: str) -> None:
     for name in ("segmentation_sizes", "classification_sizes"):
         for size in getattr(cfg.split, name):
             need(size == "full" or size > 0, f"split.{name} has {size!r}; expected positive integers or 'full'")
+    need(cfg.cluster.trainings_per_gpu >= 1,
+         f"cluster.trainings_per_gpu is {cfg.cluster.trainings_per_gpu!r}; expected an integer >= 1")
     for kind in ("gpu_jobs", "cpu_jobs"):
         jobs = getattr(cfg.cluster, kind)
         need(jobs.gpus >= 0 and jobs.cpus >= 1 and jobs.mem_mb >= 1 and jobs.runtime_min >= 1,

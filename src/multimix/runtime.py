@@ -28,6 +28,16 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def gpu_share_problem(peak_bytes: int, total_bytes: int, sharing: int, margin: float = 0.9) -> str | None:
+    """Why `sharing` trainings that each peak at `peak_bytes` would not fit a GPU of
+    `total_bytes` (None when they fit within `margin` of it)."""
+    if sharing <= 1 or peak_bytes * sharing <= margin * total_bytes:
+        return None
+    fits = max(1, int(margin * total_bytes // max(peak_bytes, 1)))
+    return (f"{sharing} trainings sharing this GPU need {sharing} x {peak_bytes / 2**30:.1f} GiB, more than "
+            f"{margin:.0%} of its {total_bytes / 2**30:.1f} GiB; set cluster.trainings_per_gpu to at most {fits}")
+
+
 def pick_device(requested: str):
     """The torch device of `train.device` / --device (auto: CUDA where there is one)."""
     import torch

@@ -64,19 +64,35 @@ def param_slice(*keys):
 ON_CLUSTER = workflow.resource_settings.cores is None
 
 
+# Several trainings per GPU (cluster.trainings_per_gpu = k > 1, SLURM profile only): the train
+# jobs form the group "trainings", and each sbatch job runs k of them side by side (Snakemake's
+# --group-components trainings=k, set here from params.yaml). A group job asks for the sum of
+# its jobs' cpus and memory, but its GPU as a gres string, which a group takes once: one GPU.
+TRAININGS_PER_GPU = CHECKED.cluster.trainings_per_gpu if ON_CLUSTER else 1
+TRAINING_GROUP = "trainings" if TRAININGS_PER_GPU > 1 else None
+if TRAINING_GROUP:
+    import immutables
+
+    workflow.group_settings.group_components = immutables.Map(
+        {**workflow.group_settings.group_components, TRAINING_GROUP: TRAININGS_PER_GPU})
+
+
 def job_threads(kind, every_core=False):
     if ON_CLUSTER:
         return getattr(CHECKED.cluster, kind).cpus
     return workflow.cores if every_core else 1
 
 
-def job_resources(kind, **local):
-    """sbatch's request of one job of `kind` on a cluster; `local` are the resources of a local run."""
+def job_resources(kind, shared_gpu=False, **local):
+    """sbatch's request of one job of `kind` on a cluster; `local` are the resources of a local run.
+    `shared_gpu`: the GPU as a gres string, which a job group asks for once, not once per job."""
     if not ON_CLUSTER:
         return local
     jobs = getattr(CHECKED.cluster, kind)
     resources = {"mem_mb": jobs.mem_mb, "runtime": jobs.runtime_min}
-    if jobs.gpus:
+    if jobs.gpus and shared_gpu:
+        resources["gres"] = f"gpu:{jobs.gpus}"
+    elif jobs.gpus:
         resources["gpu"] = jobs.gpus
     if jobs.partition:
         resources["slurm_partition"] = jobs.partition

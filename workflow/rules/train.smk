@@ -46,7 +46,10 @@ rule train:
     # the same cores only thrash, so each job takes them all and jobs run in turn.
     threads: job_threads("gpu_jobs", every_core=True)
     resources:
-        **job_resources("gpu_jobs", gpu=1),  # local GPU machines: `--resources gpu=N` runs N trainings at once
+        # local GPU machines: `--resources gpu=N` runs N trainings at once
+        **job_resources("gpu_jobs", shared_gpu=TRAINING_GROUP is not None, gpu=1),
+    group:
+        TRAINING_GROUP  # k trainings per SLURM job and GPU (common.smk)
     log:
         "data/logs/train/{run}.log",
     shell:

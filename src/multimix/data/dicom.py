@@ -45,7 +45,6 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
     """(pixels in display polarity as float64 (H, W), what was applied) or ImageDecodeError."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(path)
@@ -53,6 +52,17 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
         raise ImageDecodeError("not a DICOM file (no DICM prefix and no readable header)") from None
     except Exception as exc:
         raise ImageDecodeError(f"unreadable DICOM header ({_reason(exc)})") from None
+    try:
+        return _pixels(ds)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # a damaged header: values of the wrong type, lengths past the end
+        raise ImageDecodeError(f"invalid DICOM attributes ({exc.__class__.__name__}: {_reason(exc)})") from None
+
+
+def _pixels(ds) -> tuple[np.ndarray, dict]:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     if "PixelData" not in ds:
         kind = str(getattr(ds, "SOPClassUID", "unknown")) if "SOPClassUID" in ds else "unknown"
         name = getattr(getattr(ds, "SOPClassUID", None), "name", kind)

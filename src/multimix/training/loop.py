@@ -45,7 +45,7 @@ from multimix.data import layout
 from multimix.errors import InputError
 from multimix.methods import method_class, plugin_of
 from multimix.precision import resolve as resolve_precision
-from multimix.runtime import pick_device
+from multimix.runtime import gpu_share_problem, pick_device
 from multimix.study import RunSpec, find_run
 from multimix.streams import data_dtype, derive_seed
 
@@ -111,6 +111,18 @@ def resolved_params(cfg: Config, spec: RunSpec) -> dict:
 
     walk("", tree)
     return flat
+
+
+def _check_gpu_share(cfg: Config, dev) -> None:
+    """In a SLURM job that runs k trainings on one GPU (cluster.trainings_per_gpu), stop with a
+    one-line error after the first step when k trainings of this one's peak would not fit."""
+    sharing = cfg.cluster.trainings_per_gpu
+    if dev.type != "cuda" or sharing <= 1 or "SLURM_JOB_ID" not in os.environ:
+        return
+    problem = gpu_share_problem(torch.cuda.max_memory_allocated(dev), torch.cuda.get_device_properties(dev).total_memory,
+                                sharing)
+    if problem:
+        raise InputError(problem)
 
 
 def _example(streams):
@@ -229,6 +241,8 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
                     batch[name] = {k: v.to(dev, non_blocking=True) for k, v in part.items()}
                     batch[name]["image"] = precision.images(batch[name]["image"])
                 terms = method.step(batch, gen, epoch)
+                if step == 1 and epoch == start_epoch:
+                    _check_gpu_share(cfg, dev)
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix(loss=f"{terms['loss_total']:.3f}")
