@@ -86,3 +86,41 @@ def test_fp32_computes_in_fp32(tmp_path, tiny_project):
     for h in hooks:
         h.remove()
     assert seen == {torch.float32}
+
+
+def test_memory_modes_resolve_and_low_memory_trains_to_identical_weights(tmp_path, tiny_project):
+    """train.memory: low recomputes MultiMix's activations in the backward pass (activation
+    checkpointing, dropout draws replayed): the weights after two steps are bit-identical."""
+    from multimix.runtime import memory_mode
+
+    assert memory_mode("auto", CPU, 256) == "low" and memory_mode("auto", CPU, 128) == "fast"
+    assert memory_mode("auto", CUDA, 512) == "fast" and memory_mode("low", CUDA, 64) == "low"
+    folder = linked_data(tiny_project, tmp_path)
+    tiny_params(folder)
+    cfg, spec, batch = fixed_batch(folder, "multimix")
+    weights = {}
+    for mode in ("fast", "low"):
+        torch.manual_seed(0)
+        method = method_class(spec)(cfg, spec, CPU)
+        method.model.checkpointing = mode == "low"
+        for step in range(2):
+            torch.manual_seed(step)
+            method.step(batch, torch.Generator().manual_seed(step), 0)
+        weights[mode] = method.model.state_dict()
+    assert all(torch.equal(weights["fast"][k], weights["low"][k]) for k in weights["fast"])
+    # and the checkpointed blocks really drop their activations: fewer tensors saved for backward
+    saved = {}
+    for mode in ("fast", "low"):
+        method = method_class(spec)(cfg, spec, CPU)
+        method.model.checkpointing = mode == "low"
+        count = [0]
+
+        def pack(t, count=count):
+            count[0] += t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss, _ = __import__("multimix.methods.multimix.training", fromlist=["train_step"]).train_step(
+                method.model, batch, spec.variant, cfg, torch.Generator().manual_seed(0), 0)
+        saved[mode] = count[0]
+    assert saved["low"] < 0.6 * saved["fast"], saved

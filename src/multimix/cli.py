@@ -144,10 +144,11 @@ def _runs(args, cfg: Config) -> list[str]:
 
 def cmd_train(args, cfg: Config) -> None:
     names = _runs(args, cfg)
-    from multimix.runtime import keep_freed_memory
+    from multimix.runtime import keep_freed_memory, memory_mode, pick_device
     from multimix.training.loop import train
 
-    keep_freed_memory()
+    if memory_mode(cfg.train.memory, pick_device(args.device or cfg.train.device), cfg.preprocess.size) == "fast":
+        keep_freed_memory()
     for name in names:
         summary = train(cfg, name, device=args.device, show_progress=not args.quiet)
         print(f"{name}: best epoch {summary['best_epoch'] + 1} (val_score {summary['best_val_score']:.4f}), "

@@ -187,6 +187,11 @@ class TrainConfig:
     figures: int = 4  # validation images drawn into saliency/mask figures
     # MLflow system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) every 10 s
     system_metrics: bool = False
+    # Memory against speed (docs/benchmarks.md, "Memory"): fast = glibc keeps freed buffers for
+    # reuse (no page faults on every step; RSS grows by about 1 GB) | low = MultiMix's network
+    # recomputes activations in the backward pass (identical weights, more arithmetic) and glibc
+    # returns freed memory | auto = low on CPU from 256² up (5.1 GB -> under 3 GB), else fast.
+    memory: Literal["auto", "fast", "low"] = "auto"
 
 
 @dataclass(frozen=True)

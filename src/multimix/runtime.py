@@ -28,6 +28,14 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def memory_mode(setting: str, device, size: int) -> str:
+    """`train.memory` resolved: auto = low on CPU from 256² up (a step's activations there pass
+    4 GB), else fast."""
+    if setting != "auto":
+        return setting
+    return "low" if getattr(device, "type", device) == "cpu" and size >= 256 else "fast"
+
+
 def gpu_share_problem(peak_bytes: int, total_bytes: int, sharing: int, margin: float = 0.9) -> str | None:
     """Why `sharing` trainings that each peak at `peak_bytes` would not fit a GPU of
     `total_bytes` (None when they fit within `margin` of it)."""

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from torch import nn
 
 ENCODER_CHANNELS = (16, 32, 64, 128, 256)
@@ -122,13 +123,23 @@ class MultiMixNet(nn.Module):
         outs = [chans[3], chans[2], chans[1], chans[0]]
         self.decoder = nn.ModuleList([DoubleConv(i, o, dropout, slope) for i, o in zip(ins, outs)])
         self.head = nn.Conv2d(chans[0], 1, 1)
+        # Activation checkpointing (train.activation_checkpointing): a block keeps only its input
+        # for the backward pass and recomputes the rest there — the same kernels on the same
+        # values with the same dropout draws, so the gradients are bit-identical — trading about a
+        # third more arithmetic for most of a step's activation memory.
+        self.checkpointing = False
+
+    def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
 
     # -- pieces ------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of the five blocks (256², 128², 64², 32², 16² for 256² input)."""
         features = []
         for i, block in enumerate(self.encoder):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            x = self._block(block, x if i == 0 else F.max_pool2d(x, 2))
             features.append(x)
         return features
 
@@ -146,7 +157,7 @@ class MultiMixNet(nn.Module):
                 # Area averaging (anti-aliased): bilinear sampling at 1/8 scale would
                 # read 2 of every 8 saliency columns and miss the rest.
                 parts.append(F.adaptive_avg_pool2d(bridge, skip.shape[-2:]))
-            x = block(torch.cat(parts, dim=1))
+            x = self._block(block, torch.cat(parts, dim=1))
         return self.head(x)
 
     def saliency(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,7 @@ from multimix import augment, losses
 from multimix.methods.base import Method, RunSpec
 from multimix.methods.multimix.network import MultiMixNet, parameter_count
 from multimix.methods.multimix.presets import PRESETS, Variant
+from multimix.runtime import memory_mode
 from multimix.streams import Streams
 
 if TYPE_CHECKING:
@@ -205,6 +206,7 @@ def save_figures(model: MultiMixNet, streams: Streams, out_dir: Path, device, co
 
 
 # ------------------------------------------------------------------ the method
+
 class MultiMixMethod(Method):
     name = "multimix"
 
@@ -213,6 +215,7 @@ class MultiMixMethod(Method):
         tc = cfg.train
         self.variant: Variant = PRESETS[spec.preset]
         model = MultiMixNet(bridge=self.variant.bridge, saliency_norm=cfg.multimix.saliency_norm).to(device)
+        model.checkpointing = memory_mode(tc.memory, device, cfg.preprocess.size) == "low"
         self.model = self.precision.prepare(model)
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=tc.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimiser, step_size=tc.lr_step_epochs, gamma=tc.lr_gamma)
