@@ -80,3 +80,21 @@ def test_device_study_bench_trains_a_second_pass_and_finds_cpu_runs_identical(tm
     assert (folder / "runs-again" / "unet-s1-r0" / "history.csv").is_file()
     compared = bench("--compare", "again")
     assert compared.count("histories identical") == 2, compared
+
+
+def test_precision_bench_times_every_variant_and_names_the_chosen_one():
+    bench = BENCH.with_name("precision.py")
+    result = subprocess.run([sys.executable, str(bench), "--size", "32", "--rounds", "1", "--presets", "enc",
+                             "--variants", "fp32,fp32+cl,fp32 1 thread"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "train.precision auto ->" in result.stdout
+    for variant in ("fp32 ", "fp32+cl", "fp32 1 thread"):
+        assert re.search(rf"  {re.escape(variant.strip())}\s+[\d.]+ s/step\s+x\s*[\d.]+", result.stdout), result.stdout
+
+
+def test_shared_device_bench_runs_k_trainings_at_once():
+    bench = BENCH.with_name("shared_device.py")
+    result = subprocess.run([sys.executable, str(bench), "--k", "2", "--preset", "enc", "--size", "32", "--steps", "1",
+                             "--rounds", "1"], capture_output=True, text=True, timeout=300, cwd=BENCH.parents[1])
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"aggregate ratio 2 / 1: x[\d.]+", result.stdout), result.stdout
