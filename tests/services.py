@@ -195,7 +195,9 @@ def slurm_cluster(folder: Path):
     for sub in ("state", "spool"):
         (folder / sub).mkdir(exist_ok=True)
     host = socket.gethostname().split(".")[0]
-    cpus, memory = os.cpu_count() or 1, _memory_mb()
+    # at least 4 CPUs declared (slurmd takes the configured count: config_overrides): a job group of
+    # two 2-core trainings (cluster.trainings_per_gpu) fits on a 2-core CI machine
+    cpus, memory = max(4, os.cpu_count() or 1), _memory_mb()
     name, partition = "multimix-test", "main"
     daemons = Daemons()
     try:
@@ -241,6 +243,7 @@ AccountingStoragePort={dbd_port}
 AccountingStorageTRES=gres/gpu
 AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
+SlurmdParameters=config_overrides
 NodeName={host} CPUs={cpus} RealMemory={memory} Gres=gpu:1 State=UNKNOWN
 PartitionName={partition} Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)

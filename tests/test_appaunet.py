@@ -243,6 +243,15 @@ def test_seed003_presets_train_resume_and_evaluate(project, monkeypatch):
             assert set(cls["dataset"]) == {"jsrt"} and cls["probability"].between(0, 1).all()
         else:
             assert set(metrics) <= {"jsrt", "mcu"}
+        # `multimix predict` and the MLflow model: the lung mask, and D's classes where there is a D
+        from multimix.serving import Bundle
+
+        said = Bundle.from_run(cfg, name).predict(np.full((2, 64, 64), 0.5, np.float32))
+        assert said["masks"].shape == (2, 1, 64, 64) and said["mask_names"] == ["lungs"]
+        assert ("probabilities" in said) == adversarial == ("saliency" in said)
+        if adversarial:
+            assert said["class_names"] == ["no nodule", "nodule"] and said["probabilities"].shape == (2, 2)
+            assert np.allclose(said["probabilities"].sum(1), 1) and said["saliency"].shape == (2, 64, 64)
     out = predictor(torch.zeros(2, 1, 64, 64))
     assert out.logits.shape == (2, 2) and out.mask_logits.shape == (2, 1, 64, 64)
     assert torch.allclose(F.softmax(out.logits, 1).sum(1), torch.ones(2))

@@ -145,6 +145,16 @@ def test_a_killed_chexseg_run_resumes_to_the_uninterrupted_weights(tmp_path, che
             train(cfg, run, show_progress=False, log=messages.append, use_mlflow=False)
             assert any("resuming after epoch 1" in m for m in messages) == (case == "resumed"), messages
             got[case] = torch.load(folder / "checkpoints" / run / "last.pt", weights_only=True)["state"]
+            if case == "straight":  # `multimix predict` on the trained run: ten pathologies
+                from multimix.serving import Bundle
+
+                said = Bundle.from_run(cfg, run).predict(np.full((3, 32, 32), 0.4, np.float32))
+                if run.startswith("pathology"):
+                    assert said["probabilities"].shape == (3, 10) and len(said["class_names"]) == 10
+                    assert said["saliency"].shape == (3, 32, 32) and "masks" not in said
+                else:
+                    assert said["masks"].shape == (3, 10, 32, 32) and said["mask_names"][0] == "Enlarged Cardiomediastinum"
+                    assert "probabilities" not in said
         a, b = got["straight"], got["resumed"]
         assert a.keys() == b.keys()
         for part in a:

@@ -27,7 +27,8 @@ import yaml
 import services
 from projects import copy_project, sh
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+# in the xdist worker that holds the session's finished tiny project (pyproject.toml)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.xdist_group("finished_project")]
 
 DATA_STAGES = ["acquire", "harmonise", "preprocess", "split"]
 RUNS = ["unet-s1-r0", "enc-c2-r0"]
@@ -87,7 +88,10 @@ def test_a_fresh_clone_pulls_every_output_from_the_dvc_remote(tmp_path, lab):
 
 
 def test_the_study_on_slurm_with_data_from_the_remote_matches_the_local_run(tmp_path, lab, tracking, monkeypatch):
-    """The lab's three commands: clone, `dvc pull` the data, Snakemake on SLURM for the GPU work."""
+    """The lab's three commands: clone, `dvc pull` the data, Snakemake on SLURM for the GPU work;
+    with two trainings per GPU (cluster.trainings_per_gpu = 2): Snakemake groups the two trainings
+    into one sbatch job that asks for one GPU and both trainings' cores, and they give the weights
+    of the local (ungrouped) run."""
     with services.slurm_cluster(tmp_path / "slurm") as cluster:
         clone = tmp_path / "clone"
         sh(tmp_path, "git", "clone", "-q", str(lab), str(clone))
@@ -98,23 +102,34 @@ def test_the_study_on_slurm_with_data_from_the_remote_matches_the_local_run(tmp_
         sh(clone, "multimix", "-q", "acquire")
         assert_same_files(lab, clone, ["data/raw/acquired.json"])
         params = yaml.safe_load((clone / "params.yaml").read_text())
-        # this node: 2 cores, one (declared) GPU; the jobs ask for what the local run used
-        params["cluster"] = {"gpu_jobs": {"gpus": 1, "cpus": 2, "mem_mb": 2000, "runtime_min": 30},
-                             "cpu_jobs": {"gpus": 0, "cpus": 1, "mem_mb": 2000, "runtime_min": 30}}
+        # one (declared) GPU; the jobs ask for what the local run used (2 cores), so the group of
+        # two trainings asks for 4 (the test cluster declares at least 4 CPUs)
+        params["cluster"] = {"gpu_jobs": {"gpus": 1, "cpus": 2, "mem_mb": 1000, "runtime_min": 30},
+                             "cpu_jobs": {"gpus": 0, "cpus": 1, "mem_mb": 1000, "runtime_min": 30},
+                             "trainings_per_gpu": 2}
         (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         env = tracking
-        result = sh(clone, "snakemake", "--workflow-profile", "workflow/profiles/slurm",
-                    "--allowed-rules", "train", "evaluate", "report",
-                    "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
-                    env=env)
+        command = ["snakemake", "--workflow-profile", "workflow/profiles/slurm",
+                   "--allowed-rules", "train", "evaluate", "report",
+                   "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2"]
+        # Snakemake takes job grouping from its command line only: without it, one line and no job
+        refused = sh(clone, *command, check=False, env=env)
+        assert refused.returncode != 0 and "multimix: error: params.yaml: cluster.trainings_per_gpu = 2 needs " \
+            "`--group-components trainings=2` on the snakemake command line" in refused.stderr, refused.stderr
+        result = sh(clone, *command, "--group-components", "trainings=2", env=env)
         accounted = cluster.sacct()
         print(cluster.squeue(), accounted, sep="\n")  # (shown with pytest -s)
-    jobs = {job[1]: job for job in (line.split() for line in accounted.splitlines()[2:] if line.strip())}
-    expected = [f"rule_{rule}_wildcards_{run}" for rule in ("train", "evaluate") for run in RUNS] + ["rule_report"]
-    assert sorted(jobs) == sorted(expected), accounted + result.stderr
-    assert all(job[2] == "COMPLETED" for job in jobs.values()), accounted
-    for comment, job in jobs.items():  # GPU jobs ask for one GPU and two cores; the report for one core
-        assert ("gres/gpu=1" in job[-1] and "cpu=2" in job[-1]) == (comment != "rule_report"), accounted
+    jobs = [line.split() for line in accounted.splitlines()[2:] if line.strip()]
+    assert len(jobs) == 4, accounted + result.stderr  # one job for both trainings, two evaluations, the report
+    assert all("COMPLETED" in job for job in jobs), accounted
+    singles = {f"rule_evaluate_wildcards_{run}": "cpu=2" for run in RUNS} | {"rule_report": "cpu=1"}
+    by_comment = {job[1]: job for job in jobs if job[1] in singles}
+    assert set(by_comment) == set(singles), accounted
+    (group,) = [job for job in jobs if job[1] not in singles]  # the trainings' job
+    assert "gres/gpu=1" in group[-1] and "cpu=4" in group[-1], accounted  # one GPU, the two trainings' cores
+    for comment, cores in singles.items():  # an evaluation: one GPU, two cores; the report: one core
+        job = by_comment[comment]
+        assert cores in job[-1] and ("gres/gpu=1" in job[-1]) == (comment != "rule_report"), accounted
     local = outputs(lab, ["train-segmentation", "train-classification", "evaluate-segmentation",
                           "evaluate-classification", "report"])
     assert_same_files(lab, clone, local)  # weights, scores, tables and figures: as the local run's
@@ -170,28 +185,3 @@ def test_concurrent_trainings_log_every_run_to_a_shared_mlflow_server(tmp_path, 
     shown = sh(project, "multimix", "compare", "--experiment", "concurrent", env=env).stdout
     assert all(preset in shown for preset in ("unet", "enc", "multimix")), shown
 
-
-def test_trainings_grouped_k_per_gpu_run_as_one_slurm_job_with_the_ungrouped_results(tmp_path, lab, tracking):
-    """cluster.trainings_per_gpu = 2: Snakemake groups the two trainings into one sbatch job that
-    asks for one GPU and twice a training's cores and memory; they train side by side there and
-    give the weights the local (ungrouped) run gave."""
-    with services.slurm_cluster(tmp_path / "slurm") as cluster:
-        clone = tmp_path / "clone"
-        sh(tmp_path, "git", "clone", "-q", str(lab), str(clone))
-        sh(clone, "dvc", "pull", "-q", *DATA_STAGES)
-        params = yaml.safe_load((clone / "params.yaml").read_text())
-        params["cluster"] = {"gpu_jobs": {"gpus": 1, "cpus": 1, "mem_mb": 1000, "runtime_min": 30},
-                             "cpu_jobs": {"gpus": 0, "cpus": 1, "mem_mb": 1000, "runtime_min": 30},
-                             "trainings_per_gpu": 2}
-        (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        result = sh(clone, "snakemake", "--workflow-profile", "workflow/profiles/slurm", "--allowed-rules", "train",
-                    "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
-                    *[f"data/runs/{run}/best.pt" for run in RUNS], env=tracking)
-        accounted = cluster.sacct()
-        print(accounted)
-    jobs = [line.split() for line in accounted.splitlines()[2:] if line.strip()]
-    assert len(jobs) == 1, accounted + result.stderr  # one SLURM job for both trainings
-    job = jobs[0]
-    assert job[2] == "COMPLETED", accounted
-    assert "gres/gpu=1" in job[-1] and "cpu=2" in job[-1], accounted  # one GPU, the two trainings' cores
-    assert_same_files(lab, clone, [f"data/runs/{run}/{name}" for run in RUNS for name in ("best.pt", "metrics.json")])

@@ -59,16 +59,18 @@ def mlflow_statuses(project: Path, run: str = RUN) -> list[str]:
     return [r.info.status for r in runs]
 
 
-def find_process(fragment: str, deadline: float) -> int:
-    """PID of the process whose command line contains `fragment`."""
+def find_process(fragment: str, folder: Path, deadline: float) -> int:
+    """PID of the process in `folder` whose command line contains `fragment` (tests run in
+    parallel: another test may train a run of the same name in its own folder)."""
     while time.time() < deadline:
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
                     cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    cwd = os.readlink(entry / "cwd")
                 except OSError:
                     continue
-                if fragment in cmdline and "python" in cmdline:
+                if fragment in cmdline and "python" in cmdline and Path(cwd) == folder:
                     return int(entry.name)
         time.sleep(0.05)
     raise AssertionError(f"no process running {fragment!r}")
@@ -78,7 +80,7 @@ def kill_during_training(project: Path, command: list[str], epochs: int) -> subp
     """Start an orchestrator, SIGKILL the training process after its first epoch's checkpoint."""
     proc = subprocess.Popen(command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    pid = find_process(f"train --run {RUN}", deadline)
+    pid = find_process(f"train --run {RUN}", project.resolve(), deadline)
     log = project / "data" / "logs" / "train" / f"{RUN}.log"
     while f"epoch 1/{epochs}:" not in (log.read_text() if log.exists() else ""):
         assert time.time() < deadline and proc.poll() is None, f"training never logged its first epoch in {log}"
@@ -89,6 +91,7 @@ def kill_during_training(project: Path, command: list[str], epochs: int) -> subp
     return proc
 
 
+@pytest.mark.xdist_group("finished_project")  # the session's finished project
 def test_forced_dvc_rerun_and_a_second_fresh_project_write_the_same_dvc_lock(tmp_path, finished_dvc_project):
     """`dvc repro -f` deletes best.pt but not last.pt; the rerun must still end with a complete run.
     Every output DVC records is a pure function of the inputs (no timings, run ids or dates): the
@@ -111,6 +114,7 @@ def test_forced_dvc_rerun_and_a_second_fresh_project_write_the_same_dvc_lock(tmp
     assert locks[0] == locks[1] == locks[2]
 
 
+@pytest.mark.xdist_group("finished_project")  # the session's finished project
 def test_dvc_exp_run_after_a_kill_resumes_and_shows_metrics(tmp_path, finished_dvc_project):
     project = copy_project(finished_dvc_project, tmp_path)  # a finished, committed baseline run
     command = [str(BIN / "dvc"), "exp", "run", "-S", "train.epochs=4", "-S", "train.steps_per_epoch=10"]

@@ -248,12 +248,37 @@ def test_train_run_logs_to_mlflow_and_writes_plain_checkpoints(project, monkeypa
     assert len(run.data.tags["data_digest"]) == 64
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model", "figures", "config.json"} <= artifacts
+    assert {"figures", "config.json"} <= artifacts
+    # the MLflow model (a pyfunc with a signature) and the data the run read (the Dataset column)
+    model = mlflow.models.get_model_info(run.data.tags["model_uri"])
+    assert list(model.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 64, 64]
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert {"splits.json", "jsrt.h5", "chex.h5"} <= set(inputs)
+    assert all(d.dataset.digest and {t.key: t.value for t in d.tags}["subset"]
+               == "segmentation labels 1, classification labels 2, repeat 0"
+               for d in inputs.values())
     history = client.get_metric_history(run.info.run_id, "val_score")
     assert [m.step for m in history] == [2, 4]  # x = optimiser steps done (2 epochs of 2 steps)
     logged = pd.read_csv(run_dir / "history.csv")
     assert [m.value for m in history] == pytest.approx(logged["val_score"].tolist())
     assert logged["val_bridge_logit_change"].gt(0).all()  # a bridge model: zeroing its saliency changes masks
+
+
+def test_system_metrics_are_logged_when_asked(tmp_path, tiny_project, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    import mlflow
+
+    for asked in (True, False):
+        folder = linked_data(tiny_project, tmp_path / str(asked))
+        cfg = load_config(tiny_params(folder, epochs=2, steps_per_epoch=6, system_metrics=asked))
+        summary = train(cfg, "multimix-s1-c2-r0", show_progress=False, log=lambda *_: None)
+        metrics = mlflow.get_run(summary["mlflow_run_id"]).data.metrics
+        system = {k for k in metrics if k.startswith("system/")}
+        assert bool(system) == asked, system
+        if asked:
+            assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
 
 
 def test_every_preset_runs_through_train_and_best_pt_is_the_best_epoch(project, monkeypatch):

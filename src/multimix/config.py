@@ -227,6 +227,7 @@ class ClusterConfig:
     # Trainings that share one GPU in one SLURM job (Snakemake's job groups): k trainings run side
     # by side on the job's GPU, each with gpu_jobs' cpus and mem_mb (the job asks k times those).
     # A small network rarely fills a modern GPU alone; each training checks that k of it fit.
+    # Snakemake also needs `--group-components trainings=k` (docs/cluster.md).
     trainings_per_gpu: int = 1
 
 

@@ -61,20 +61,43 @@ def param_slice(*keys):
 # has where torch uses them all (such jobs then run in turn). Under the SLURM profile
 # (workflow/profiles/slurm, no --cores) each job asks for what params.yaml's `cluster` section
 # gives its kind: GPU jobs (train, pseudolabel, evaluate) or CPU jobs (data stages, report).
-ON_CLUSTER = workflow.resource_settings.cores is None
+# Inside a cluster job (Snakemake's remote execution mode) the job runs with the threads it asked
+# for, not with every core of the node it landed on.
+ON_CLUSTER = workflow.resource_settings.cores is None or workflow.remote_exec
 
 
 # Several trainings per GPU (cluster.trainings_per_gpu = k > 1, SLURM profile only): the train
-# jobs form the group "trainings", and each sbatch job runs k of them side by side (Snakemake's
-# --group-components trainings=k, set here from params.yaml). A group job asks for the sum of
-# its jobs' cpus and memory, but its GPU as a gres string, which a group takes once: one GPU.
+# jobs form the group "trainings", and each sbatch job runs k of them side by side. A group job
+# asks for the sum of its jobs' cpus and memory, but its GPU as a gres string, which a group
+# takes once: one GPU. Snakemake merges independent jobs of a group only as its command line's
+# `--group-components trainings=k` says (a Snakefile cannot set it), so the two must agree.
 TRAININGS_PER_GPU = CHECKED.cluster.trainings_per_gpu if ON_CLUSTER else 1
 TRAINING_GROUP = "trainings" if TRAININGS_PER_GPU > 1 else None
-if TRAINING_GROUP:
-    import immutables
 
-    workflow.group_settings.group_components = immutables.Map(
-        {**workflow.group_settings.group_components, TRAINING_GROUP: TRAININGS_PER_GPU})
+
+def command_line_group_components(argv):
+    """{group: k} from the --group-components options of a Snakemake command line."""
+    found, taking = {}, False
+    for arg in argv:
+        if arg.startswith("--group-components="):
+            arg, taking = arg.split("=", 1)[1], True
+        elif arg == "--group-components":
+            taking = True
+            continue
+        elif arg.startswith("-"):
+            taking = False
+        if taking and "=" in arg:
+            group, _, count = arg.partition("=")
+            found[group] = count
+    return found
+
+
+if TRAINING_GROUP and not workflow.remote_exec:
+    given = command_line_group_components(sys.argv).get(TRAINING_GROUP)
+    if given != str(TRAININGS_PER_GPU):
+        sys.exit(f"multimix: error: params.yaml: cluster.trainings_per_gpu = {TRAININGS_PER_GPU} needs "
+                 f"`--group-components {TRAINING_GROUP}={TRAININGS_PER_GPU}` on the snakemake command line"
+                 f" (found {f'{TRAINING_GROUP}={given}' if given else 'none'})")
 
 
 def job_threads(kind, every_core=False):
