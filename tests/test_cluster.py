@@ -143,6 +143,7 @@ def test_the_study_on_slurm_with_data_from_the_remote_matches_the_local_run(tmp_
     assert {finished.get(run) for run in RUNS} == {"FINISHED"}, finished
 
 
+@pytest.mark.heavy
 def test_concurrent_trainings_log_every_run_to_a_shared_mlflow_server(tmp_path, lab, tracking, monkeypatch):
     """Four trainings at once against one server (PostgreSQL store): no lost or half-written run."""
     project = copy_project(lab, tmp_path)

@@ -92,6 +92,7 @@ def kill_during_training(project: Path, command: list[str], epochs: int) -> subp
 
 
 @pytest.mark.xdist_group("finished_project")  # the session's finished project
+@pytest.mark.heavy
 def test_forced_dvc_rerun_and_a_second_fresh_project_write_the_same_dvc_lock(tmp_path, finished_dvc_project):
     """`dvc repro -f` deletes best.pt but not last.pt; the rerun must still end with a complete run.
     Every output DVC records is a pure function of the inputs (no timings, run ids or dates): the
@@ -115,6 +116,7 @@ def test_forced_dvc_rerun_and_a_second_fresh_project_write_the_same_dvc_lock(tmp
 
 
 @pytest.mark.xdist_group("finished_project")  # the session's finished project
+@pytest.mark.heavy
 def test_dvc_exp_run_after_a_kill_resumes_and_shows_metrics(tmp_path, finished_dvc_project):
     project = copy_project(finished_dvc_project, tmp_path)  # a finished, committed baseline run
     command = [str(BIN / "dvc"), "exp", "run", "-S", "train.epochs=4", "-S", "train.steps_per_epoch=10"]
@@ -130,6 +132,7 @@ def test_dvc_exp_run_after_a_kill_resumes_and_shows_metrics(tmp_path, finished_d
     assert '"accuracy"' in values and "enc-c2" in values  # the study's metrics, not "!"
 
 
+@pytest.mark.heavy
 def test_snakemake_forcerun_of_a_finished_training(project):
     sh(project, "snakemake", "--cores", "2")
     assert_complete_run(project)
@@ -140,6 +143,7 @@ def test_snakemake_forcerun_of_a_finished_training(project):
     assert "Nothing to be done" in dry, dry
 
 
+@pytest.mark.heavy
 def test_snakemake_rerun_after_a_kill(project):
     sh(project, "snakemake", "--cores", "1", "data/splits/splits.json")
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -196,6 +200,7 @@ def test_snakemake_sees_a_raw_file_truncated_by_hand(project):
     assert "Nothing to be done" in sh(project, "snakemake", "--cores", "1", "-n", target).stdout
 
 
+@pytest.mark.heavy
 def test_a_tiny_seed003_study_under_snakemake(tmp_path):
     """Seed 003 on phantom CCX (studies/seed003-synthetic.yaml at CI size): PPAU-Net-KLTV and
     APPAU-Net-KLTV through `snakemake`, and reports/seed003.md with both models' rows (segmentation,
@@ -223,6 +228,7 @@ def test_a_tiny_seed003_study_under_snakemake(tmp_path):
 CHEXSEG_TINY = {"chexpert": {"train": 6, "valid": 3}, "chexlocalize": {"val": 4, "test": 3}}
 
 
+@pytest.mark.heavy
 def test_a_tiny_chexseg_p_sweep_under_dvc(tmp_path):
     """Seed 004 on pathology phantoms (studies/chexseg-synthetic.yaml at CI size): classifiers,
     Grad-CAM pseudo-labels, a p-sweep and a distillation pair through `dvc repro`, and

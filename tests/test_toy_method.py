@@ -201,6 +201,7 @@ def multimix(project: Path, site: Path, *args: str) -> subprocess.CompletedProce
                           capture_output=True, text=True)
 
 
+@pytest.mark.heavy
 def test_a_method_from_another_package_runs_through_every_stage(toy_project, tmp_path):
     site = install_toy(tmp_path / "site")
     before = {p: p.stat().st_mtime_ns for p in (Path(__file__).parents[1] / "src" / "multimix").rglob("*.py")}
