@@ -12,8 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from test_training import linked_data, tiny_params, tiny_project  # noqa: F401  (module fixture, reused)
 
+# The benchmarks' own tests run each bench for real (minutes of CPU): the heavy lane (pyproject.toml)
+pytestmark = pytest.mark.heavy
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "train_step.py"
 
 

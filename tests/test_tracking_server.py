@@ -72,6 +72,7 @@ def test_a_user_cannot_change_another_users_experiment(server):
     assert status == 200, body
 
 
+@pytest.mark.heavy
 def test_training_compare_and_report_with_credentials_from_the_environment_leave_no_credential(
         server, tmp_path, tiny_project):
     running, server_folder = server
