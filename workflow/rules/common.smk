@@ -76,20 +76,14 @@ TRAINING_GROUP = "trainings" if TRAININGS_PER_GPU > 1 else None
 
 
 def command_line_group_components(argv):
-    """{group: k} from the --group-components options of a Snakemake command line."""
-    found, taking = {}, False
-    for arg in argv:
-        if arg.startswith("--group-components="):
-            arg, taking = arg.split("=", 1)[1], True
-        elif arg == "--group-components":
-            taking = True
-            continue
-        elif arg.startswith("-"):
-            taking = False
-        if taking and "=" in arg:
-            group, _, count = arg.partition("=")
-            found[group] = count
-    return found
+    """{group: k} from the --group-components options of a Snakemake command line (read as
+    Snakemake's own parser reads them: one or more GROUP=K after the option)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--group-components", nargs="+", action="extend", default=[])
+    given = parser.parse_known_args(argv[1:])[0].group_components
+    return dict(item.split("=", 1) for item in given if "=" in item)
 
 
 if TRAINING_GROUP and not workflow.remote_exec:
