@@ -78,3 +78,10 @@ def finished_dvc_project(tmp_path_factory) -> Path:
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-q", "-m", "a finished run")
     return project
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end tests first. pytest-xdist hands tests out in collection order (after
+    the xdist groups), so a long test collected last would leave one worker idle at the end;
+    longest first keeps both workers busy until the suite's last minute."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -18,6 +18,9 @@ from multimix.errors import InputError
 
 from conftest import write_params
 
+# One worker builds the paper-level project (about 100 s) once for the whole module.
+pytestmark = pytest.mark.xdist_group("test_phantoms")
+
 PAPER = Level(difficulty.resolve("segmentation", "paper"), difficulty.resolve("classification", "paper"))
 
 

@@ -27,6 +27,9 @@ from multimix.training.loop import train
 
 from test_training import linked_data, tiny_params, tiny_project  # noqa: F401  (module fixture)
 
+# One worker trains and registers the module's tiny run once (about 40 s).
+pytestmark = pytest.mark.xdist_group("test_predict")
+
 RUN = "multimix-s1-c2-r0"
 SECONDARY = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 

@@ -25,7 +25,8 @@ import pytest
 import services
 from test_training import linked_data, tiny_params, tiny_project  # noqa: F401  (module fixture)
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+# One worker starts the module's PostgreSQL and MLflow server once.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200), pytest.mark.xdist_group("test_tracking_server")]
 API = "/api/2.0/mlflow"
 
 
