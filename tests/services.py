@@ -357,7 +357,7 @@ def mlflow_server(folder: Path, backend_uri: str, auth_uri: str | None = None):
     proc = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(f"{uri}/health"), "mlflow server", timeout=180, log=log, process=proc)
+        wait_for(lambda: answers(f"{uri}/health"), "mlflow server", timeout=180, log=log, process=proc)
         yield Tracking(uri, admin)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -399,7 +399,8 @@ def request(url: str, user: tuple[str, str] | None = None, payload: dict | None 
         return error.code, error.read().decode()
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 now (a health check for wait_for; refused or slow = not yet)."""
     import urllib.request
 
     try:

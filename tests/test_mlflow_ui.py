@@ -50,7 +50,7 @@ def test_the_runs_table_lists_the_study_runs_with_their_metrics(finished_dvc_pro
                               start_new_session=True)
     base = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs"
     try:
-        services.wait_for(lambda: services._answers(f"http://127.0.0.1:{port}/health"), "mlflow server",
+        services.wait_for(lambda: services.answers(f"http://127.0.0.1:{port}/health"), "mlflow server",
                           timeout=180, log=log, process=server)
         common = [browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1600,1000",
                   "--virtual-time-budget=20000"]
