@@ -56,46 +56,63 @@ def _test_set(cfg):
     return data, native, manifest
 
 
+def _classifier_rows(image_id, labels, maps, probs, truth, size) -> list[dict]:
+    """One row per pathology: label, probability, and the Grad-CAM map's localisation scores
+    where the image has a mask of that pathology (the map upsampled to the native size)."""
+    rows = []
+    for c, name in enumerate(PATHOLOGIES):
+        row = {"id": image_id, "pathology": name, "label": float(labels[c]), "probability": float(probs[c])}
+        ref = truth.get(name)
+        if ref is not None and ref.any():
+            up = F.interpolate(torch.from_numpy(maps[c])[None, None], size=size, mode="bilinear",
+                               align_corners=False)[0, 0].numpy()
+            row.update({f"cam_{m}": v for m, v in localisation.saliency_scores(up, ref).items()})
+        rows.append(row)
+    return rows
+
+
+def _segmenter_rows(image_id, pred, truth, true_pos_only) -> list[dict]:
+    """One row per pathology: IoU under both conventions and the pixel counts (no mask = empty)."""
+    rows = []
+    for c, name in enumerate(PATHOLOGIES):
+        ref = truth.get(name)
+        ref = np.zeros(pred.shape[1:], bool) if ref is None else ref
+        rows.append({"id": image_id, "pathology": name, "iou": localisation.iou(pred[c], ref, true_pos_only),
+                     "iou_any": localisation.iou(pred[c], ref, not true_pos_only),
+                     "pred_pixels": int(pred[c].sum()), "ref_pixels": int(ref.sum())})
+    return rows
+
+
 @torch.no_grad()
 def evaluate_run(cfg, spec, dev) -> tuple[pd.DataFrame, dict]:
     best = torch.load(cfg.runs_dir / spec.name / "best.pt", map_location=dev, weights_only=True)
     net = load_predictor(best, dev)
     data, native, manifest = _test_set(cfg)
     s4 = cfg.seed004
+
+    def truth(k: int) -> dict:  # the radiologists' masks of image k, by pathology
+        return chexpert.masks_of(manifest.loc[data.ids[k], "mask_paths"], data.ids[k].rsplit("/", 1)[-1]) or {}
+
+    def size(k: int) -> tuple[int, int]:  # image k's native (h, w)
+        return int(native[k][0]), int(native[k][1])
+
     rows = []
     classifier = best["role"] == "classifier"
-    if classifier:  # Grad-CAM in batches: one backward pass per pathology and batch, not per image
-        labels, found = [], []
-        with torch.enable_grad():
-            for start in range(0, len(data), CAM_BATCH):
-                items = [data[k] for k in range(start, min(start + CAM_BATCH, len(data)))]
-                found.append(cams(net, CAM_LAYER[str(best["architecture"])],
-                                  torch.stack([it["image"] for it in items]).to(dev), classes=len(PATHOLOGIES)))
-                labels += [it["labels"] for it in items]
-        all_maps = np.concatenate([m for m, _ in found]) if found else np.zeros((0,))
-        all_probs = np.concatenate([p for _, p in found]) if found else np.zeros((0,))
-    for k in range(len(data)):
-        image_id = data.ids[k]
-        truth = chexpert.masks_of(manifest.loc[image_id, "mask_paths"], image_id.rsplit("/", 1)[-1]) or {}
-        size = (int(native[k][0]), int(native[k][1]))
-        if classifier:
-            for c, name in enumerate(PATHOLOGIES):
-                row = {"id": image_id, "pathology": name, "label": float(labels[k][c]),
-                       "probability": float(all_probs[k, c])}
-                ref = truth.get(name)
-                if ref is not None and ref.any():
-                    up = F.interpolate(torch.from_numpy(all_maps[k, c])[None, None], size=size, mode="bilinear",
-                                       align_corners=False)[0, 0].numpy()
-                    row.update({f"cam_{m}": v for m, v in localisation.saliency_scores(up, ref).items()})
-                rows.append(row)
-        else:
-            pred = _native(net(data[k]["image"][None].to(dev))[0].cpu(), size)
-            for c, name in enumerate(PATHOLOGIES):
-                ref = truth.get(name)
-                ref = np.zeros(size, bool) if ref is None else ref
-                rows.append({"id": image_id, "pathology": name, "iou": localisation.iou(pred[c], ref, s4.true_pos_only),
-                             "iou_any": localisation.iou(pred[c], ref, not s4.true_pos_only),
-                             "pred_pixels": int(pred[c].sum()), "ref_pixels": int(ref.sum())})
+    if classifier:
+        # Grad-CAM in batches: one backward pass per pathology and batch, not per image; each
+        # batch's maps are scored and dropped, so memory is bounded by the batch, not the test set
+        for start in range(0, len(data), CAM_BATCH):
+            batch = range(start, min(start + CAM_BATCH, len(data)))
+            items = [data[k] for k in batch]
+            with torch.enable_grad():
+                maps, probs = cams(net, CAM_LAYER[str(best["architecture"])],
+                                   torch.stack([it["image"] for it in items]).to(dev), classes=len(PATHOLOGIES))
+            for j, k in enumerate(batch):
+                rows += _classifier_rows(data.ids[k], items[j]["labels"], maps[j], probs[j], truth(k), size(k))
+    else:
+        for k in range(len(data)):
+            pred = _native(net(data[k]["image"][None].to(dev))[0].cpu(), size(k))
+            rows += _segmenter_rows(data.ids[k], pred, truth(k), s4.true_pos_only)
     frame = pd.DataFrame(rows)
     if classifier:
         wide = frame.pivot(index="id", columns="pathology")
