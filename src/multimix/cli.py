@@ -222,6 +222,12 @@ def cmd_compare(args, cfg: Config) -> None:
     compare(args.experiment, args.preset, args.seg, args.cls, csv=args.csv, all_metrics=args.all)
 
 
+def cmd_paired(args, cfg: Config | None) -> None:
+    from multimix.paired import paired
+
+    paired(Path(args.a), Path(args.b), csv=args.csv)
+
+
 def cmd_predict(args, cfg: Config | None) -> None:
     from multimix import serving
     from multimix.predict import predict
@@ -354,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="CSV on stdout, for scripts")
     p.add_argument("--all", action="store_true", help="every test metric, not only the main ones")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("paired", help="two evaluations compared image by image (paired t, McNemar, AUC)")
+    p.add_argument("a", metavar="A", help="an evaluation folder data/eval/<run>/ or its per_image.csv")
+    p.add_argument("b", metavar="B", help="the other arm, scored on the same test images")
+    p.add_argument("--csv", action="store_true", help="CSV on stdout, for scripts")
+    p.set_defaults(func=cmd_paired, needs_params=False)
     return parser
 
 
@@ -389,13 +401,18 @@ def main(argv: list[str] | None = None) -> int:
               f"({time.strftime('%Y-%m-%d %H:%M:%S')})")
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        # `predict --model` needs no project: the model carries its parameters
+        # `predict --model` and `paired` need no project: the model carries its parameters, and
+        # two per_image.csv files carry everything `paired` reads
         optional = not getattr(args, "needs_params", True) and not Path(args.params).is_file()
         cfg = None if optional else load_config(args.params)
         args.func(args, cfg)
     except InputError as exc:
         print(f"multimix: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `multimix study | head`: the reader left, nothing is wrong (before
+        # `except Exception`, which would re-raise it)
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except Exception as exc:
         if not type(exc).__module__.startswith("mlflow."):
             raise
@@ -411,9 +428,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("multimix: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `multimix study | head`: the reader left, nothing is wrong
-        sys.stdout = open(os.devnull, "w")
-        return 0
     finally:
         if log:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
