@@ -97,6 +97,14 @@ def test_bad_input_is_one_line(arms, tmp_path, capsys, make, expected):
     assert err.startswith("multimix: error: ") and expected in err and "\n" not in err
 
 
+def test_two_rows_for_one_image_are_refused(arms, capsys):
+    a, b, *_ = arms
+    frame = pd.read_csv(b / "per_image.csv")
+    pd.concat([frame, frame.iloc[:1]]).to_csv(b / "per_image.csv", index=False)
+    assert main(["-q", "paired", str(a), str(b)]) == 2
+    assert "jsrt image jsrt/0 has 2 rows (expected one evaluation" in capsys.readouterr().err
+
+
 def test_no_common_image_is_refused(arms, tmp_path, capsys):
     a, *_ = arms
     other = evaluation(tmp_path / "other", [0.5, 0.6], [True], 3)

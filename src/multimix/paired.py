@@ -30,7 +30,7 @@ NOT_SCORES = ("label", "predicted", "probability", "ref_pixels", "lesion_share")
 
 
 def read(path: Path) -> pd.DataFrame:
-    """An evaluation's per_image.csv, each (dataset, id) once (the mean over repeats if several)."""
+    """An evaluation's per_image.csv, indexed by (dataset, id), its numeric columns."""
     csv = path / "per_image.csv" if path.is_dir() else path
     if not csv.is_file():
         raise InputError(f"{csv}: not found (expected an evaluation folder data/eval/<run>/ or its per_image.csv)")
@@ -41,8 +41,13 @@ def read(path: Path) -> pd.DataFrame:
     missing = [k for k in KEYS if k not in frame.columns]
     if missing:
         raise InputError(f"{csv}: no column {', '.join(missing)} (expected the per_image.csv `multimix evaluate` writes)")
+    repeated = frame[frame.duplicated(list(KEYS), keep=False)]
+    if len(repeated):
+        first = repeated.iloc[0]
+        raise InputError(f"{csv}: {first['dataset']} image {first['id']} has {len(repeated[repeated.id == first['id']])} "
+                         "rows (expected one evaluation: one row per test image)")
     numeric = frame.select_dtypes("number").columns.difference(KEYS)
-    return frame.groupby(list(KEYS), sort=False)[list(numeric)].mean()
+    return frame.set_index(list(KEYS))[list(numeric)]
 
 
 def mcnemar_p(right_a: np.ndarray, right_b: np.ndarray) -> tuple[int, int, float]:
