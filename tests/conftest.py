@@ -6,6 +6,13 @@ import os
 import shutil
 from pathlib import Path
 
+# Two xdist workers, each with OpenMP threads, beside the trainings other tests start as
+# subprocesses, oversubscribe two cores; OpenMP's default spin-waiting then burns the cores the
+# others need (a fixed-batch loss test: 3.7 s alone, 62 s beside one 2-thread training; 2.6x less
+# for the whole file with passive waiting). Set before torch loads its OpenMP runtime; the
+# subprocesses the tests start inherit it. Numbers are unchanged: only idle threads sleep sooner.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import yaml
 
