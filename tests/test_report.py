@@ -225,3 +225,27 @@ def test_seed003_table_puts_the_papers_row_after_ours():
     # a dataset the paper does not have (MultiMix's JSRT partition): our rows only, nothing invented
     other = seed003_table(summary, "jsrt")
     assert set(other["source"]) == {"ours"} and set(other["DS"]) == {"—"}
+
+
+def test_claims_test_the_repeats_beside_the_images():
+    """Per image, A beats B on every image; per repeat, one of A's repeats fails badly: the
+    image test holds, the repeat test (paired by repeat, over the repeats' means) does not."""
+    from scipy import stats
+
+    from multimix.methods.multimix.report import claims_table
+
+    rows = []
+    for repeat, (a_shift, b_shift) in enumerate([(0.30, 0.0), (0.30, 0.0), (-0.35, 0.0)]):
+        for i in range(40):
+            base = 0.5 + 0.01 * (i % 7)
+            for preset, shift in (("multimix", a_shift), ("unet", b_shift)):
+                rows.append({"preset": preset, "cls_labels": "100" if preset == "multimix" else "",
+                             "seg_labels": "10", "repeat": repeat, "dataset": "jsrt", "id": f"img{i}",
+                             "dice": base + shift + 0.001 * repeat * (preset == "multimix")})
+    claims = claims_table(pd.DataFrame(rows))
+    row = claims[claims["claim"] == "MultiMix segments better than U-Net"].iloc[0]
+    assert row["verdict"] == "holds" and float(row["p"]) < 1e-6 and row["repeats"] == 3
+    a = [0.5 + 0.01 * sum(i % 7 for i in range(40)) / 40 + s + 0.001 * r for r, s in enumerate([0.30, 0.30, -0.35])]
+    b = [0.5 + 0.01 * sum(i % 7 for i in range(40)) / 40] * 3
+    assert float(row["p (repeats)"]) == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-3)
+    assert float(row["p (repeats)"]) > 0.05
