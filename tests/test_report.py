@@ -241,11 +241,12 @@ def test_claims_test_the_repeats_beside_the_images():
             for preset, shift in (("multimix", a_shift), ("unet", b_shift)):
                 rows.append({"preset": preset, "cls_labels": "100" if preset == "multimix" else "",
                              "seg_labels": "10", "repeat": repeat, "dataset": "jsrt", "id": f"img{i}",
-                             "dice": base + shift + 0.001 * repeat * (preset == "multimix")})
-    claims = claims_table(pd.DataFrame(rows))
+                             "dice": base + (shift + 0.003 * (i % 5)) * (preset == "multimix")})
+    frame = pd.DataFrame(rows)
+    claims = claims_table(frame)
     row = claims[claims["claim"] == "MultiMix segments better than U-Net"].iloc[0]
     assert row["verdict"] == "holds" and float(row["p"]) < 1e-6 and row["repeats"] == 3
-    a = [0.5 + 0.01 * sum(i % 7 for i in range(40)) / 40 + s + 0.001 * r for r, s in enumerate([0.30, 0.30, -0.35])]
-    b = [0.5 + 0.01 * sum(i % 7 for i in range(40)) / 40] * 3
+    a = frame[frame["preset"] == "multimix"].groupby("repeat")["dice"].mean()
+    b = frame[frame["preset"] == "unet"].groupby("repeat")["dice"].mean()
     assert float(row["p (repeats)"]) == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-3)
     assert float(row["p (repeats)"]) > 0.05
