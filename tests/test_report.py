@@ -235,10 +235,10 @@ def test_claims_test_the_repeats_beside_the_images():
     from multimix.methods.multimix.report import claims_table
 
     rows = []
-    for repeat, (a_shift, b_shift) in enumerate([(0.30, 0.0), (0.30, 0.0), (-0.35, 0.0)]):
+    for repeat, shift in enumerate([0.30, 0.30, -0.35]):  # MultiMix's third repeat fails
         for i in range(40):
             base = 0.5 + 0.01 * (i % 7)
-            for preset, shift in (("multimix", a_shift), ("unet", b_shift)):
+            for preset in ("multimix", "unet"):
                 rows.append({"preset": preset, "cls_labels": "100" if preset == "multimix" else "",
                              "seg_labels": "10", "repeat": repeat, "dataset": "jsrt", "id": f"img{i}",
                              "dice": base + (shift + 0.003 * (i % 5)) * (preset == "multimix")})
