@@ -88,6 +88,45 @@ def test_masks_on_tilted_frames_equal_the_shape_function_everywhere():
     assert compared > 0
 
 
+def test_lesion_masks_equal_the_findings_in_the_air_everywhere():
+    """`lesion_mask` evaluates the air region only in the findings' box: on grids of many sizes,
+    aspects and tilts, for every pattern and seed 003's findings, it equals the definition over
+    the whole grid (findings and air region, pixel by pixel)."""
+    rng = np.random.default_rng(11)
+    realism_ = difficulty.image_realism(1.0)
+    compared = 0
+    for i in range(24):
+        kind = ("patchy", "lobar", "interstitial", "nodule", "tb", "normal")[i % 6]
+        a = phantom.sample_anatomy(rng, pediatric=i % 4 == 0, realism=realism_, abnormal=kind != "normal",
+                                   finding=kind if kind in ("nodule", "tb") else None,
+                                   pattern=kind if kind in phantom.PATTERNS else None,
+                                   disease=difficulty.disease_realism(1.0))
+        a = dataclasses.replace(a, tilt=float(rng.uniform(-0.1, 0.1)) if i % 2 else 0.0)
+        h, w = int(rng.integers(24, 500)), int(rng.integers(24, 500))
+        x, y = phantom.Frame(a, h, w).coords()
+        full = np.broadcast_to(phantom.finding_region(a, x, y) & phantom.air_region(a, x, y, realism_), (h, w))
+        assert np.array_equal(phantom.lesion_mask(a, h, w, realism_), full)
+        compared += int(full.sum())
+    assert compared > 0
+
+
+def test_wide_blurs_by_fft_store_what_ndimage_stores():
+    """The source processing's wide blurs go through an FFT (`xray.gaussian_blur`): on float32
+    images of the working sizes and odd ones the result is ndimage's, bit for bit (narrow
+    kernels, kernels wider than the image and float64 images go to ndimage itself)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    for shape in ((512, 512), (358, 512), (512, 421), (97, 301)):
+        for dtype in (np.float32, np.float64):
+            image = rng.random(shape).astype(dtype)
+            for share in (0.12, 0.04, 0.01, 0.5):
+                sigma = share * max(shape)
+                blurred = xray.gaussian_blur(image, sigma)
+                assert blurred.dtype == image.dtype
+                assert np.array_equal(blurred, ndimage.gaussian_filter(image, sigma)), (shape, dtype, share)
+
+
 def test_frame_maps_points_to_pixels_and_back():
     a = dataclasses.replace(phantom.sample_anatomy(np.random.default_rng(2), pediatric=False), tilt=0.07)
     frame = phantom.Frame(a, 300, 420)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage
 
 from multimix.data import difficulty, phantom, xray
 
@@ -141,10 +140,10 @@ def transfer(dataset: str, v: np.ndarray, rng: np.random.Generator, realism: dif
     size = max(n.shape)
     strengths = rng.uniform(0.2, 2.0), rng.uniform(0.0, 1.5), rng.uniform(0.0, 0.5)  # drawn at every level
     if src.unsharp > 0 and k > 0:
-        n = np.clip(n + src.unsharp * k * strengths[0] * (n - ndimage.gaussian_filter(n, 0.04 * size)), 0.0, 1.0)
+        n = np.clip(n + src.unsharp * k * strengths[0] * (n - xray.gaussian_blur(n, 0.04 * size)), 0.0, 1.0)
     if k > 0:  # multi-frequency processing (as CR/DR readers apply it): detail up, dynamic range down
-        n = n + k * strengths[1] * (n - ndimage.gaussian_filter(n, 0.01 * size))
-        n = np.clip(n - k * strengths[2] * (ndimage.gaussian_filter(n, 0.12 * size) - 0.5), 0.0, 1.0)
+        n = n + k * strengths[1] * (n - xray.gaussian_blur(n, 0.01 * size))
+        n = np.clip(n - k * strengths[2] * (xray.gaussian_blur(n, 0.12 * size) - 0.5), 0.0, 1.0)
     # The display curve: a sigmoid with a toe and a shoulder, as readers' look-up tables (and
     # film's characteristic curve, steeper) are; the source's gamma moves its midpoint.
     gamma = src.gamma * rng.uniform(0.9, 1.1) * float(np.exp(rng.normal(0.0, 0.45 * k)))
