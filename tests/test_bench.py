@@ -102,3 +102,20 @@ def test_shared_device_bench_runs_k_trainings_at_once():
                              "--rounds", "1"], capture_output=True, text=True, timeout=300, cwd=BENCH.parents[1])
     assert result.returncode == 0, result.stderr
     assert re.search(r"aggregate ratio 2 / 1: x[\d.]+", result.stdout), result.stdout
+
+
+def test_cpu_overheads_bench_finds_the_fill_changes_no_weight():
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "bench" / "cpu_overheads.py"), "--steps", "1", "--rounds", "1"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "weights bit-identical: True" in result.stdout
+    assert re.search(r"MONAI would add -?[\d.]+ s", result.stdout), result.stdout
+
+
+def test_phantoms_bench_writes_the_same_files_both_ways():
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "bench" / "phantoms.py"), "--images", "3", "--rounds", "1"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "files byte-identical: True" in result.stdout

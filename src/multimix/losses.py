@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.losses import TverskyLoss
 
 EPS = 1e-6
 
@@ -102,6 +101,10 @@ SEGMENTATION_LOSSES = ("dice", "tversky", "kltv", "xetv")
 
 def tversky_loss(mask_logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.3, beta: float = 0.7,
                  smooth: float = 1e-5) -> torch.Tensor:
+    # Imported here: `import monai` loads the whole package (5-10 s on two cores), and every
+    # training and evaluation stage imports this module while only seed 003's losses need MONAI.
+    from monai.losses import TverskyLoss
+
     loss = TverskyLoss(sigmoid=True, alpha=alpha, beta=beta, smooth_nr=smooth, smooth_dr=smooth)
     return loss(mask_logits.float(), target.float())
 

@@ -153,6 +153,10 @@ def train(cfg: Config, run_name: str, device: str | None = None, show_progress: 
         if tc.threads:
             torch.set_num_threads(tc.threads)
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # Deterministic mode also fills every new tensor with NaN, to expose kernels that read
+        # memory they never wrote; ours write before they read, so the fill only costs time (4 %
+        # of a MultiMix step on two cores; the weights are bit-identical: bench/cpu_overheads.py).
+        torch.utils.deterministic.fill_uninitialized_memory = False
     precision = resolve_precision(tc.precision, tc.channels_last, dev)
     log(f"{spec.name}: precision {precision.describe()}")
 
