@@ -30,16 +30,9 @@ from multimix.methods import PRESETS
 from multimix.methods.multimix.network import MultiMixNet
 from multimix.methods.multimix.training import train_step
 
-B, SIZE = 10, 128
+from train_step import B, make_batch  # bench/train_step.py: the same random batch of four streams
 
-
-def make_batch() -> dict:
-    g = torch.Generator().manual_seed(0)
-    img = lambda: torch.rand(B, 1, SIZE, SIZE, generator=g)  # noqa: E731
-    mask = (torch.rand(B, 1, SIZE, SIZE, generator=g) > 0.5).float()
-    labels = torch.randint(0, 2, (B,), generator=g)
-    return {"cls_l": {"image": img(), "label": labels}, "cls_u": {"image": img(), "label": labels},
-            "seg_l": {"image": img(), "mask": mask, "label": labels}, "seg_u": {"image": img(), "label": labels}}
+SIZE = 128
 
 
 def train(fill: bool, steps: int, batch: dict, cfg: Config) -> tuple[float, bytes]:
@@ -71,7 +64,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.use_deterministic_algorithms(True, warn_only=True)
-    cfg, batch = Config(), make_batch()
+    cfg, batch = Config(), make_batch(SIZE, torch.device("cpu"))
     train(False, 1, batch, cfg)  # warm-up (allocator, oneDNN primitives)
     seconds = {True: 0.0, False: 0.0}
     weights = {}

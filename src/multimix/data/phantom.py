@@ -501,20 +501,15 @@ def finding_region(a: Anatomy, x, y) -> np.ndarray:
 def lesion_mask(a: Anatomy, height: int, width: int, realism: ImageRealism | None = None) -> np.ndarray:
     """Exact extent of the findings inside the lungs' air: `finding_region & air_region` on the image's
     pixel grid."""
-    x, y = _grid(a, height, width)
-    inside = finding_region(a, x, y)
+    frame = Frame(a, height, width)
+    inside = finding_region(a, *frame.coords())
     # The air region only in the findings' bounding box: its shape functions (powers, arctangents)
-    # cost most of a native-size mask, and findings cover a small part of the image. Each pixel
-    # goes through the same operations as on the whole grid (tests/test_phantoms.py compares).
+    # cost most of a native-size mask, and findings cover a small part of the image. The box's
+    # coordinates are the whole grid's, value for value (tests/test_phantoms.py compares).
     rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
-    if rows.size == 0:
-        return inside
-    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-
-    def crop(v: np.ndarray) -> np.ndarray:  # a row or a column vector (no tilt), or a full grid
-        return v[box[0] if v.shape[0] > 1 else slice(None), box[1] if v.shape[1] > 1 else slice(None)]
-
-    inside[box] &= air_region(a, crop(x), crop(y), realism)
+    if rows.size:
+        box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        inside[box] &= air_region(a, *frame.coords(*box), realism)
     return inside
 
 
